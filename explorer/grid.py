@@ -174,6 +174,14 @@ def capture(lm: LoadedModel, prompt: str, *, chat: bool = False,
             max_tokens: int = DEFAULT_MAX_PROMPT_TOKENS, edit_id: str | None = None) -> Grid:
     """Run the prompt once and keep every residual-stream state (rows 0..N)."""
     ids = tokenize_prompt(lm, prompt, chat=chat, max_tokens=max_tokens)
+    return capture_ids(lm, ids, prompt=prompt, chat=chat, edit_id=edit_id)
+
+
+def capture_ids(lm: LoadedModel, ids: list[int], *, prompt: str | None = None, chat: bool = False,
+                edit_id: str | None = None) -> Grid:
+    """``capture`` for token ids that are already known (benchmarks, evaluations)."""
+    if prompt is None:
+        prompt = lm.tokenizer.decode(ids)
     input_ids = torch.tensor([ids], device=lm.device)
     arch = lm.arch
     with torch.inference_mode(), record([arch.blocks[0]], inputs=True) as ins, record(arch.blocks) as outs:

@@ -35,6 +35,7 @@ from explorer.hooks import MODEL_VARIANT, inject
 from explorer.models import LoadedModel
 from explorer.prompts import InterpretationPrompt, Template, build_interpretation_prompt, get_template
 from explorer.results import CellInterpretation
+from explorer.scheduler import BatchScheduler
 
 MAX_NEW_TOKENS_LIMIT = 256
 MAX_BATCH_SIZE = 256
@@ -114,12 +115,23 @@ class Interpreter:
 
     lm: LoadedModel
     cache_bytes: int = 64 * 2**20
+    batching: bool = False  # route generations through one shared BatchScheduler (the app does)
+    max_batch: int = 16
     _states: dict = field(default_factory=dict, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     results: ByteLRU = field(init=False, repr=False)
+    scheduler: BatchScheduler | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
         self.results = ByteLRU(self.cache_bytes, lambda c: c.nbytes())
+        if self.batching:
+            self.enable_batching()
+
+    def enable_batching(self) -> None:
+        """Route every generation through one shared scheduler (concurrent clicks share batches)."""
+        if self.scheduler is None:
+            self.scheduler = BatchScheduler(self, max_batch=self.max_batch)
+        self.batching = True
 
     # ------------------------------------------------------------------ shared prompt state
     def prompt_state(self, settings: InterpretSettings) -> _PromptState:
@@ -149,6 +161,13 @@ class Interpreter:
     # ------------------------------------------------------------------ generation
     def generate(self, vectors: torch.Tensor, settings: InterpretSettings,
                  on_step: Callable[[int, list[list[int]]], None] | None = None) -> GeneratedBatch:
+        """Greedy SelfIE generations for ``vectors`` (B, d), through the shared batcher when enabled."""
+        if self.scheduler is not None:
+            return self.scheduler.generate(vectors, settings, on_step)
+        return self.generate_now(vectors, settings, on_step)
+
+    def generate_now(self, vectors: torch.Tensor, settings: InterpretSettings,
+                     on_step: Callable[[int, list[list[int]]], None] | None = None) -> GeneratedBatch:
         """Greedy SelfIE generations for ``vectors`` (B, d); always greedy, whatever generation_config says."""
         lm = self.lm
         state = self.prompt_state(settings)
@@ -323,7 +342,7 @@ class Interpreter:
                     break
                 kind, payload = events.get()
             for i, (layer, token) in enumerate(batch):
-                yield self._make_cell(grid, layer, token, payload[i], [])
+                yield dataclasses.replace(self._make_cell(grid, layer, token, payload[i], []), partial=True)
 
     def _make_cell(self, grid: Grid, layer: int, token: int, ids: list[int], p_with: list[float]) -> CellInterpretation:
         tok = self.lm.tokenizer
@@ -367,3 +386,21 @@ def collect(iterator: Iterator[CellInterpretation]) -> dict[tuple[int, int], Cel
     for cell in iterator:
         out[(cell.layer, cell.token)] = cell
     return out
+
+
+def auto_batch_size(lm: LoadedModel, settings: InterpretSettings, prompt_len: int = 64, cap: int = 128) -> int:
+    """The largest batch that fits in free GPU memory (half of it, to leave room); 16 on a CPU,
+    where larger batches gain little on two cores and delay the first results."""
+    if lm.device.type != "cuda":
+        return 16
+    free, _total = torch.cuda.mem_get_info(lm.device)
+    cfg = lm.model.config.get_text_config()
+    heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+    head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+    itemsize = torch.finfo(lm.dtype).bits // 8
+    tokens = prompt_len + settings.max_new_tokens
+    kv = 2 * lm.n_layers * heads * head_dim * tokens * itemsize
+    logits = cfg.vocab_size * 4 * 3  # fp32 logits, log-softmax and a copy
+    acts = 8 * cfg.hidden_size * tokens * itemsize + 4 * getattr(cfg, "intermediate_size", 4 * cfg.hidden_size) * tokens
+    per_row = kv + logits + acts
+    return int(max(1, min(cap, (free // 2) // per_row)))

@@ -36,6 +36,7 @@ class CellInterpretation:
     p_without: list[float] | None = None
     relevancy_score: list[float] | None = None
     cached: bool = False
+    partial: bool = False  # a token-by-token snapshot while decoding
 
     @property
     def mean_relevancy(self) -> float | None:

@@ -1,0 +1,143 @@
+"""Per-user state and the process-wide model registry behind the web app.
+
+One model is loaded once per process and shared by every user (through one batching scheduler);
+everything a user makes (grid, interpretations, selection, control edit) lives in that user's
+``Session``, held in ``gr.State`` and freed when their tab closes.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from explorer.api import Explorer
+from explorer.errors import InputError, ModelLoadError
+from explorer.grid import Grid
+from explorer.models import DEFAULT_MODEL
+from explorer.results import InterpretationSet
+
+MODEL_PRESETS = [
+    DEFAULT_MODEL,
+    "HuggingFaceTB/SmolLM2-360M-Instruct",
+    "Qwen/Qwen2.5-0.5B-Instruct",
+    "meta-llama/Llama-3.2-1B-Instruct",
+    "google/gemma-2-2b-it",
+]
+
+
+def _env_list(name: str) -> list[str]:
+    return [p for p in os.environ.get(name, "").split(os.pathsep) if p]
+
+
+@dataclass
+class AppConfig:
+    """Operator settings, from environment variables (documented in the README)."""
+
+    default_model: str = field(default_factory=lambda: os.environ.get("SELFIE_MODEL", DEFAULT_MODEL))
+    allow_any_model: bool = field(default_factory=lambda: os.environ.get("SELFIE_ALLOW_ANY_MODEL", "1") == "1")
+    allowed_model_dirs: list[str] = field(default_factory=lambda: _env_list("SELFIE_MODEL_DIRS"))
+    trust_remote_code: bool = field(default_factory=lambda: os.environ.get("SELFIE_TRUST_REMOTE_CODE") == "1")
+    max_prompt_tokens: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_PROMPT_TOKENS", "512")))
+    max_cells_per_job: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_CELLS", "4096")))
+    job_time_limit_s: float = field(default_factory=lambda: float(os.environ.get("SELFIE_JOB_TIME_LIMIT", "900")))
+    max_batch: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_BATCH", "16")))
+    public: bool = field(default_factory=lambda: os.environ.get("SELFIE_PUBLIC", "0") == "1")
+
+
+class ModelRegistry:
+    """Loads each model once per process; loading is serialised, use is shared."""
+
+    def __init__(self, config: AppConfig):
+        self.config = config
+        self._explorers: dict[str, Explorer] = {}
+        self._lock = threading.Lock()
+
+    def check_allowed(self, spec: str) -> str:
+        spec = (spec or "").strip() or self.config.default_model
+        if spec == self.config.default_model or spec in MODEL_PRESETS:
+            return spec
+        path = Path(spec).expanduser()
+        looks_local = spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or path.exists()
+        if looks_local:
+            allowed = [Path(d).expanduser().resolve() for d in self.config.allowed_model_dirs]
+            resolved = path.resolve()
+            if not any(resolved == d or d in resolved.parents for d in allowed):
+                raise InputError("Local model paths are limited to the folders the operator allows "
+                                 "(SELFIE_MODEL_DIRS); this one is not among them.")
+            return spec
+        if not self.config.allow_any_model:
+            raise InputError("This server only offers its preset models.")
+        return spec
+
+    def get(self, spec: str | None) -> Explorer:
+        spec = self.check_allowed(spec or "")
+        with self._lock:
+            ex = self._explorers.get(spec)
+            if ex is None:
+                try:
+                    ex = Explorer.load(spec, trust_remote_code=self.config.trust_remote_code,
+                                       max_prompt_tokens=self.config.max_prompt_tokens)
+                except ModelLoadError:
+                    raise
+                except Exception as e:  # noqa: BLE001 - one sentence for the user, never a traceback
+                    raise ModelLoadError(f"Could not load '{spec}': {type(e).__name__}.") from e
+                ex.interpreter.max_batch = self.config.max_batch
+                ex.interpreter.enable_batching()
+                self._explorers[spec] = ex
+            return ex
+
+    def loaded(self) -> list[str]:
+        return list(self._explorers)
+
+
+@dataclass
+class Session:
+    """One user's work: the model they chose, their grid and readings, and their control edit."""
+
+    model: str = DEFAULT_MODEL
+    grid: Grid | None = None
+    results: InterpretationSet | None = None
+    selected: tuple[int, int] | None = None
+    column_start: int = 0
+    edit: object | None = None  # explorer.control.Edit
+    edit_before: dict | None = None
+    session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    created: float = field(default_factory=time.time)
+    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def new_grid(self, grid: Grid) -> None:
+        with self.lock:
+            self.grid = grid
+            self.results = InterpretationSet(prompt=grid.prompt, provenance=dict(grid.provenance))
+            self.selected = None
+            self.column_start = 0
+
+    def require_grid(self) -> Grid:
+        if self.grid is None:
+            raise InputError("Run a prompt first: the grid is empty.")
+        return self.grid
+
+    def workdir(self) -> Path:
+        d = Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def nbytes(self) -> int:
+        return (self.grid.nbytes() if self.grid is not None else 0) + sum(
+            c.nbytes() for c in (self.results.cells if self.results else []))
+
+    def close(self) -> None:
+        """Free what the session holds (called when the user's tab closes)."""
+        import shutil
+
+        self.stop_event.set()
+        self.grid = None
+        self.results = None
+        self.edit = None
+        shutil.rmtree(Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id, ignore_errors=True)
