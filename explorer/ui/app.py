@@ -170,6 +170,12 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 yield from stream(sess, cells, sess.selected, batch_size, list(values), progress)
             return handler
 
+        def on_settle(sess: Session):
+            view = explore.settled_view(registry, sess)
+            if view is None:
+                return gr.skip(), gr.skip(), gr.skip()
+            return figure_value(view.figure), view.details, view.table
+
         def on_stop(sess: Session):
             sess.stop_event.set()
             return "Stopping after the current batch…"
@@ -195,11 +201,12 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         run_btn.click(**run_evt)
         prompt.submit(**run_evt)
         interp_outputs = [grid_plot, details, table, status]
+        settle = dict(fn=on_settle, inputs=[session], outputs=[grid_plot, details, table], queue=False)
         grid_plot.select(gpu(on_click), [session, batch, *settings_inputs], interp_outputs,
-                         concurrency_limit=8, concurrency_id="click", trigger_mode="multiple")
+                         concurrency_limit=8, concurrency_id="click", trigger_mode="multiple").then(**settle)
         for btn, scope in ((row_btn, "row"), (col_btn, "column"), (all_btn, "grid")):
             btn.click(gpu(on_scope(scope)), [session, batch, *settings_inputs], interp_outputs,
-                      concurrency_limit=4, concurrency_id="scope")
+                      concurrency_limit=4, concurrency_id="scope").then(**settle)
         stop_btn.click(on_stop, [session], [status], queue=False)
         page.release(on_page, [page, session], [grid_plot])
         export_btn.click(on_export, [session], [csv_file, json_file, html_file])

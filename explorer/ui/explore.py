@@ -153,6 +153,20 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
     def should_stop() -> bool:
         return session.stop_event.is_set() or time.monotonic() - started > time_limit_s
 
+    with session.lock:
+        session.active_jobs += 1
+    try:
+        yield from _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
+                                    min_interval_s)
+    finally:
+        with session.lock:
+            session.active_jobs -= 1
+
+
+def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tuple[int, int]],
+                     settings: InterpretSettings, batch_size: int, focus: tuple[int, int] | None,
+                     progress: Callable[[int, int, str], None] | None, should_stop: Callable[[], bool],
+                     min_interval_s: float) -> Iterator[View]:
     total = len(set(cells))
     done: set[tuple[int, int]] = set()
     last_yield = 0.0
@@ -186,6 +200,20 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
     shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
     yield View(figure_for(ex, session), details_html(ex, grid, fl, ft, shown), results_table(session),
                _status(len(done), total, stopped, final=True))
+
+
+def settled_view(registry: ModelRegistry, session: Session) -> View | None:
+    """The session's full current state once no job of it is running (None while one still is).
+
+    Concurrent jobs of one session (a click during a row job) each stream views built at their own
+    moment; the last to finish redraws from the settled state so no result is hidden by an older view.
+    """
+    if session.active_jobs > 0 or session.grid is None:
+        return None
+    ex = registry.get(session.model)
+    fl, ft = session.selected or (None, None)
+    shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
+    return View(figure_for(ex, session), details_html(ex, session.grid, fl, ft, shown), results_table(session), "")
 
 
 def _status(done: int, total: int, stopped: bool, final: bool = False) -> str:

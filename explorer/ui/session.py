@@ -106,6 +106,7 @@ class Session:
     column_start: int = 0
     edit: object | None = None  # explorer.control.Edit
     edit_before: dict | None = None
+    active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)

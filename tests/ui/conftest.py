@@ -1,0 +1,113 @@
+"""A real app on 127.0.0.1 and Debian's Chromium driven by Playwright."""
+
+from __future__ import annotations
+
+import os
+import socket
+import urllib.parse
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def browser():
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (make install-browser).")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def app_url():
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from explorer.ui.app import CSS, build_app
+
+    demo = build_app()
+    demo.sx_registry.get("default")
+    demo.queue(default_concurrency_limit=4, max_size=64)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    yield f"http://127.0.0.1:{port}"
+    demo.close()
+
+
+class RequestLog:
+    """Every URL the page asked for; ``foreign()`` lists those not on this machine."""
+
+    def __init__(self) -> None:
+        self.urls: list[str] = []
+
+    def foreign(self) -> list[str]:
+        out = []
+        for u in self.urls:
+            parsed = urllib.parse.urlparse(u)
+            if parsed.scheme in ("data", "blob", "about"):
+                continue
+            if parsed.hostname not in LOCAL_HOSTS:
+                out.append(u)
+        return out
+
+
+@pytest.fixture
+def page(browser, app_url):
+    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+    pg = context.new_page()
+    log = RequestLog()
+    pg.on("request", lambda r: log.urls.append(r.url))
+    pg.requests = log  # type: ignore[attr-defined]
+    pg.goto(app_url)
+    yield pg
+    context.close()
+
+
+def grid_ready(page, revision: int = 0) -> None:
+    page.wait_for_function(
+        "r => { const gd = document.querySelector('#sx-grid .sx-plot');"
+        " return gd && gd.dataset.ready === '1' && Number(gd.dataset.revision) > r; }", arg=revision,
+        timeout=60_000)
+
+
+def revision(page) -> int:
+    return int(page.evaluate("() => Number(document.querySelector('#sx-grid .sx-plot').dataset.revision || 0)"))
+
+
+def run_prompt(page, text: str) -> None:
+    page.fill("#sx-prompt textarea", text)
+    page.click("#sx-run")
+    page.wait_for_function("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
+                           " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0; }",
+                           timeout=60_000)
+
+
+def click_cell(page, layer: int, token: int) -> None:
+    """Click a heatmap cell at the pixel its own axes give for (token, layer)."""
+    x, y = page.evaluate(
+        """([l, t]) => { const gd = document.querySelector('#sx-grid .sx-plot'); const L = gd._fullLayout;
+        const r = gd.getBoundingClientRect();
+        return [r.left + L._size.l + L.xaxis.d2p(t), r.top + L._size.t + L.yaxis.d2p(l)]; }""", [layer, token])
+    page.mouse.click(x, y)
+
+
+def overlay_value(page, layer: int, token: int):
+    """The relevancy overlay's z and hover text at a cell (None if not interpreted)."""
+    return page.evaluate(
+        """([l, t]) => { const gd = document.querySelector('#sx-grid .sx-plot');
+        const tr = gd.data.find(d => d.name === 'relevancy'); if (!tr) return null;
+        const j = tr.x.indexOf(t); const z = tr.z[l][j]; return z === null ? null : [z, tr.text[l][j]]; }""",
+        [layer, token])
