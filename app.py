@@ -4,7 +4,7 @@ import os
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from explorer.ui.app import launch  # noqa: E402
+from explorer.ui.app import launch
 
 if __name__ == "__main__":
     launch(host=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),

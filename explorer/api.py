@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from explorer.grid import DEFAULT_MAX_PROMPT_TOKENS, Grid, capture, parse_cells
 from explorer.hooks import MODEL_VARIANT
-from explorer.interpret import InterpretSettings, Interpreter, make_settings
+from explorer.interpret import Interpreter, InterpretSettings, make_settings
 from explorer.models import LoadedModel, load_model
 from explorer.prompts import Template
 from explorer.results import CellInterpretation, InterpretationSet

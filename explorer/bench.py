@@ -19,7 +19,7 @@ from dataclasses import replace
 import torch
 
 from explorer.grid import Grid, capture_ids
-from explorer.interpret import InterpretSettings, Interpreter, make_settings
+from explorer.interpret import Interpreter, InterpretSettings, make_settings
 from explorer.models import LoadedModel, load_model
 
 BENCH_TEXT = (

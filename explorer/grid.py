@@ -229,7 +229,7 @@ def parse_cells(spec: str | list | tuple, grid: Grid) -> list[tuple[int, int]]:
             layer, token = cell
         except (TypeError, ValueError) as e:
             raise InputError(f"{cell!r} is not a (layer, token) pair.") from e
-        if isinstance(layer, (bool, float)) or isinstance(token, (bool, float)):
+        if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (layer, token)):
             raise InputError(f"A cell is a pair of whole numbers; got {cell!r}.")
         grid.check_cell(int(layer), int(token))
         out.append((int(layer), int(token)))

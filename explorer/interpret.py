@@ -18,8 +18,8 @@ How a batch of B cells is read (METHOD.md section 1):
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import copy
+import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -325,7 +325,7 @@ class Interpreter:
                 result = ctx.run(self.generate, vectors, settings,
                                  lambda _s, ids: events.put(("step", [list(x) for x in ids])))
                 events.put(("done", result))
-            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer
+            except BaseException as e:
                 events.put(("error", e))
 
         threading.Thread(target=work, daemon=True).start()

@@ -65,8 +65,11 @@ _MLP_OUT_NORM_NAMES = ("post_feedforward_layernorm",)  # Gemma 2/3 normalise the
 
 def _get_path(root: nn.Module, path: str) -> nn.Module:
     obj: object = root
-    for part in path.split("."):
-        obj = obj[int(part)] if part.isdigit() else getattr(obj, part)  # type: ignore[index]
+    try:
+        for part in path.split("."):
+            obj = obj[int(part)] if part.isdigit() else getattr(obj, part)  # type: ignore[index]
+    except (AttributeError, IndexError, TypeError):
+        obj = None
     if not isinstance(obj, nn.Module):
         raise ModelLoadError(f"'{path}' is not a module of this model.")
     return obj
@@ -97,6 +100,7 @@ class Architecture:
     mlps: list[nn.Module]
     mlp_norms: list[nn.Module | None]
     mlp_out_norms: list[nn.Module | None] = field(default_factory=list)
+    logit_softcap: float | None = None  # Gemma 2 caps its final logits: cap * tanh(logits / cap)
 
     @property
     def n_layers(self) -> int:
@@ -158,12 +162,16 @@ class Architecture:
             mlps.append(mlp)
         mlp_norms = [inside(b, "mlp_norm", _MLP_NORM_NAMES) for b in blocks]
         mlp_out_norms = [_first_child(b, _MLP_OUT_NORM_NAMES) for b in blocks]
-        return cls(blocks, embed, final_norm, unembed, mlps, mlp_norms, mlp_out_norms)
+        softcap = getattr(text_config, "final_logit_softcapping", None)
+        return cls(blocks, embed, final_norm, unembed, mlps, mlp_norms, mlp_out_norms, softcap)
 
     def logit_lens(self, hidden: torch.Tensor) -> torch.Tensor:
         """Final norm then unembedding applied to residual-stream states ``(..., d) -> (..., V)``."""
         x = self.final_norm(hidden) if self.final_norm is not None else hidden
-        return self.unembed(x)
+        logits = self.unembed(x)
+        if self.logit_softcap:
+            logits = torch.tanh(logits / self.logit_softcap) * self.logit_softcap
+        return logits
 
 
 # --------------------------------------------------------------------------------------------
@@ -283,7 +291,7 @@ def _converted_folder(gguf: Path) -> Path:
             _convert_gguf(gguf, out)
         except ModelLoadError:
             raise
-        except Exception as e:  # noqa: BLE001 - any failure becomes one sentence for the user
+        except Exception as e:
             raise ModelLoadError(
                 f"Could not read the GGUF file '{gguf}': {type(e).__name__}: {str(e)[:200]}. "
                 "Check that it is a complete GGUF file of a causal LM."
@@ -361,7 +369,7 @@ def _load_from_source(
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise ModelLoadError(_explain_load_failure(model_id, source, local, e)) from e
     if not device.startswith("cuda"):
         model.to(device)

@@ -119,7 +119,7 @@ def _render_chat(tokenizer, template: Template) -> str:
         messages.insert(0, {"role": "system", "content": template.system})
     try:
         text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-    except Exception:  # noqa: BLE001 - some templates (Gemma) reject a system turn
+    except Exception:
         merged = [{"role": "user", "content": f"{template.system}\n\n{user}" if template.system else user}]
         text = tokenizer.apply_chat_template(merged, tokenize=False, add_generation_prompt=True)
     return text + template.lead_in

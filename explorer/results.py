@@ -55,7 +55,8 @@ class CellInterpretation:
             "token": self.token,
             "token_decoded": self.token_decoded,
             "interpretation": self.interpretation,
-            "relevancy_score": None if self.relevancy_score is None else [round(float(x), 6) for x in self.relevancy_score],
+            "relevancy_score": None if self.relevancy_score is None else [round(float(x), 6)
+                                                                         for x in self.relevancy_score],
             "mean_relevancy": None if self.mean_relevancy is None else round(self.mean_relevancy, 6),
             "token_texts": list(self.token_texts),
             "generated_ids": list(self.generated_ids),

@@ -106,7 +106,7 @@ class BatchScheduler:
 
             try:
                 gen = batch[0].ctx.run(self.interpreter.generate_now, vectors, batch[0].settings, on_step)
-            except BaseException as e:  # noqa: BLE001 - delivered to every waiting caller
+            except BaseException as e:
                 for r in batch:
                     r.future.set_exception(e)
                 continue

@@ -113,7 +113,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             progress(0.1, desc=f"loading {model_spec}")
             try:
                 ex = registry.get(model_spec)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise user_error(e) from None
             sess.model = model_spec
             n = ex.lm.n_layers
@@ -123,7 +123,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         def on_run(model_spec: str, text: str, wrap: bool, sess: Session):
             try:
                 view = explore.run_prompt(registry, sess, model_spec, text, wrap)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise user_error(e) from None
             grid = sess.grid
             paged = grid is not None and grid.n_tokens > MAX_COLUMNS
@@ -146,7 +146,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                                                     progress=cb, time_limit_s=config.job_time_limit_s):
                     yield (gr.skip() if view.figure is None else figure_value(view.figure), view.details,
                            gr.skip() if view.table is None else view.table, view.status)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise user_error(e) from None
 
         def on_click(sess: Session, batch_size, preset_v, user_v, lead_v, n_ph, k_v, max_new_v, strength_v,
@@ -156,7 +156,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 layer, token = int(evt.index[0]), int(evt.index[1])
                 grid = sess.require_grid()
                 grid.check_cell(layer, token)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise user_error(e) from None
             sess.selected = (layer, token)
             yield from stream(sess, [(layer, token)], (layer, token), batch_size, list(values))
@@ -165,7 +165,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             def handler(sess: Session, batch_size, *values, progress=gr.Progress()):
                 try:
                     cells = explore.scope_cells(sess.require_grid(), scope, sess.selected, config.max_cells_per_job)
-                except Exception as e:  # noqa: BLE001
+                except Exception as e:
                     raise user_error(e) from None
                 yield from stream(sess, cells, sess.selected, batch_size, list(values), progress)
             return handler
@@ -190,7 +190,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             try:
                 ex = registry.get(sess.model)
                 paths = explore.export_files(ex, sess)
-            except Exception as e:  # noqa: BLE001
+            except Exception as e:
                 raise user_error(e) from None
             return tuple(gr.update(value=p, visible=True) for p in paths)
 

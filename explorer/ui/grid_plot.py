@@ -89,7 +89,7 @@ def _plain(o):
     raise TypeError(f"not JSON serialisable: {type(o)}")
 
 
-def GridPlot(elem_id: str = "sx-grid", **kwargs) -> gr.HTML:  # noqa: N802 - reads like a component
+def GridPlot(elem_id: str = "sx-grid", **kwargs) -> gr.HTML:
     """The clickable heatmap component; wire clicks with ``.select(fn)`` where ``fn(evt: gr.SelectData)``
     gets ``evt.index == [layer, token]``; set figures with :func:`figure_value`."""
     return gr.HTML(

@@ -84,7 +84,7 @@ class ModelRegistry:
                                        max_prompt_tokens=self.config.max_prompt_tokens)
                 except ModelLoadError:
                     raise
-                except Exception as e:  # noqa: BLE001 - one sentence for the user, never a traceback
+                except Exception as e:
                     raise ModelLoadError(f"Could not load '{spec}': {type(e).__name__}.") from e
                 ex.interpreter.max_batch = self.config.max_batch
                 ex.interpreter.enable_batching()

@@ -1,0 +1,40 @@
+"""The CLI contract of issue 2, run as a user would."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "explorer", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def test_interpret_writes_json_records(tmp_path):
+    out = tmp_path / "x.json"
+    r = run_cli("interpret", "--prompt", "The Eiffel Tower is in the city of", "--cells", "15:7", "--out", str(out),
+                "--max-new-tokens", "10")
+    assert r.returncode == 0, r.stderr
+    recs = json.loads(out.read_text())
+    assert len(recs) == 1
+    rec = recs[0]
+    assert (rec["layer"], rec["token"], rec["token_decoded"]) == (15, 7, " city")
+    assert rec["interpretation"].strip()
+    assert isinstance(rec["relevancy_score"], list) and rec["relevancy_score"]
+    assert abs(rec["mean_relevancy"] - sum(rec["relevancy_score"]) / len(rec["relevancy_score"])) < 1e-5
+
+
+def test_bad_input_gives_one_line_and_exit_2(tmp_path):
+    r = run_cli("interpret", "--prompt", "hello", "--cells", "99:0")
+    assert r.returncode == 2
+    lines = [x for x in r.stderr.strip().splitlines() if x.startswith("error:")]
+    assert len(lines) == 1 and "out of range" in lines[0]
+    r = run_cli("interpret", "--prompt", "  ", "--all")
+    assert r.returncode == 2 and "empty" in r.stderr
+    r = run_cli("interpret", "--prompt", "hi", "--all", "--out", str(tmp_path / "x.txt"))
+    assert r.returncode == 2 and ".csv or .json" in r.stderr

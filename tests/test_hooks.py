@@ -1,0 +1,103 @@
+"""Hooks change exactly what they should, only for their own context, and always come off."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+import torch
+
+from explorer.hooks import inject, overwrite_positions, record
+
+
+def _run(lm, ids, blocks=True):
+    with torch.inference_mode(), record(lm.arch.blocks) as outs:
+        logits = lm.model(input_ids=ids).logits
+    return logits, [o[-1] for o in outs]
+
+
+def test_injection_changes_only_patched_positions(lm):
+    ids = torch.tensor([lm.tokenizer.encode("one two three four five six seven")] * 3)
+    k, positions = 4, [2, 3]
+    vec = torch.randn(3, lm.hidden_size) * 5
+    vec[1] = 0  # placeholder
+    base_logits, base = _run(lm, ids)
+    with torch.inference_mode(), record([lm.arch.blocks[k]], inputs=True) as ins:
+        lm.model(input_ids=ids)
+    original_input = ins[0][-1]
+    vec[1] = original_input[1, 2]  # row 1 injects what is already there (pos 2) ...
+    vec[1] = original_input[1, 2]
+    with inject(lm.arch.blocks[k], positions, vec), record([lm.arch.blocks[k]], inputs=True) as ins2:
+        logits, outs = _run(lm, ids)
+    patched_input = ins2[0][-1]
+    # The block input is the vector at the patched positions, untouched elsewhere.
+    assert torch.equal(patched_input[0, 2], vec[0]) and torch.equal(patched_input[0, 3], vec[0])
+    assert torch.equal(patched_input[:, :2], original_input[:, :2])
+    assert torch.equal(patched_input[:, 4:], original_input[:, 4:])
+    # Blocks before k and positions before the first patched one are bit-identical.
+    for i in range(k):
+        assert torch.equal(outs[i], base[i])
+    for i in range(k, lm.n_layers):
+        assert torch.equal(outs[i][:, :2], base[i][:, :2])
+        assert not torch.equal(outs[i][0, 2:], base[i][0, 2:])
+    assert torch.equal(logits[:, :2], base_logits[:, :2])
+    assert not torch.equal(logits[0, 2:], base_logits[0, 2:])
+
+
+def test_rows_whose_vector_is_the_original_are_unchanged(lm):
+    ids = torch.tensor([lm.tokenizer.encode("alpha beta gamma delta")] * 2)
+    k = 3
+    with torch.inference_mode(), record([lm.arch.blocks[k]], inputs=True) as ins:
+        base = lm.model(input_ids=ids).logits
+    orig = ins[0][-1]
+    vec = torch.stack([orig[0, 1], torch.randn(lm.hidden_size) * 3])
+    with torch.inference_mode(), inject(lm.arch.blocks[k], [1], vec):
+        out = lm.model(input_ids=ids).logits
+    assert torch.equal(out[0], base[0])
+    assert not torch.equal(out[1], base[1])
+
+
+def test_strength_mixes_linearly():
+    h = torch.randn(2, 5, 4)
+    v = torch.randn(2, 4)
+    out = overwrite_positions(h, [1, 3], v, strength=0.25)
+    assert torch.allclose(out[:, 1], 0.25 * v + 0.75 * h[:, 1])
+    assert torch.equal(out[:, [0, 2, 4]], h[:, [0, 2, 4]])
+    assert torch.equal(overwrite_positions(h, [2], v)[:, 2], v)
+
+
+def test_hooks_are_removed_even_on_error(lm):
+    block = lm.arch.blocks[2]
+    before = (len(block._forward_pre_hooks), len(block._forward_hooks))
+    with pytest.raises(RuntimeError), inject(block, [0], torch.zeros(1, lm.hidden_size)):
+        raise RuntimeError("boom")
+    assert (len(block._forward_pre_hooks), len(block._forward_hooks)) == before
+
+
+def test_a_hook_does_not_touch_another_threads_pass(lm):
+    ids = torch.tensor([lm.tokenizer.encode("The capital of France is")])
+    with torch.inference_mode():
+        clean = lm.model(input_ids=ids).logits
+    inside = threading.Event()
+    release = threading.Event()
+    results = {}
+
+    def patched():
+        with inject(lm.arch.blocks[1], [0, 1, 2], torch.randn(1, lm.hidden_size) * 10):
+            inside.set()
+            release.wait(10)
+            with torch.inference_mode():
+                results["patched"] = lm.model(input_ids=ids).logits
+
+    def plain():
+        inside.wait(10)
+        for _ in range(3):
+            with torch.inference_mode():
+                results.setdefault("plain", []).append(lm.model(input_ids=ids).logits)
+        release.set()
+
+    ts = [threading.Thread(target=patched), threading.Thread(target=plain)]
+    [t.start() for t in ts]
+    [t.join(60) for t in ts]
+    assert all(torch.equal(x, clean) for x in results["plain"])
+    assert not torch.allclose(results["patched"], clean)

@@ -1,0 +1,159 @@
+"""SelfIE interpretation: injection matters, batching is exact, greedy always, relevancy well-formed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from explorer.errors import InputError
+from explorer.grid import capture
+from explorer.interpret import Interpreter, collect, make_settings
+from tests.conftest import TINY_ARCHS
+
+PROMPT = "The Eiffel Tower is in the city of"
+
+
+@pytest.fixture(scope="module")
+def grid(lm):
+    return capture(lm, PROMPT)
+
+
+@pytest.fixture(scope="module")
+def settings(lm):
+    return make_settings(lm, "refers_to", max_new_tokens=8)
+
+
+def test_injected_state_changes_the_reading(lm, grid):
+    s = make_settings(lm, "refers_to", max_new_tokens=12)
+    it = Interpreter(lm)
+    baseline = it.interpret_text_without_state(s)
+    res = collect(it.iter_cells(grid, [(15, 7), (10, 3)], s))
+    for cell in res.values():
+        assert cell.interpretation and cell.interpretation != baseline
+        assert max(cell.relevancy_score) > 0.05
+        assert len(cell.relevancy_score) == len(cell.generated_ids) == len(cell.p_with) == len(cell.token_texts)
+    assert "Tower" in res[(10, 3)].interpretation
+
+
+def test_batched_equals_one_by_one(lm, grid, settings):
+    cells = [(layer, token) for layer in (2, 6, 10, 14, 18, 22, 26, 30) for token in (3, 7)]
+    assert len(cells) == 16
+    runs = {}
+    for bs in (1, 4, 16):
+        runs[bs] = collect(Interpreter(lm).iter_cells(grid, cells, settings, batch_size=bs))
+    for cell in cells:
+        ref = runs[1][cell]
+        for bs in (4, 16):
+            other = runs[bs][cell]
+            assert other.interpretation == ref.interpretation, (cell, bs)
+            assert other.generated_ids == ref.generated_ids
+            np.testing.assert_allclose(other.relevancy_score, ref.relevancy_score, atol=1e-4)
+
+
+def test_sampling_generation_config_does_not_switch_injection_off(lm, grid, settings):
+    ref = collect(Interpreter(lm).iter_cells(grid, [(12, 3)], settings))[(12, 3)]
+    gc = lm.model.generation_config
+    saved = (gc.do_sample, gc.temperature, gc.top_k)
+    try:
+        gc.do_sample, gc.temperature, gc.top_k = True, 1.5, 5
+        torch.manual_seed(123)
+        got = collect(Interpreter(lm).iter_cells(grid, [(12, 3)], settings))[(12, 3)]
+    finally:
+        gc.do_sample, gc.temperature, gc.top_k = saved
+    assert got.generated_ids == ref.generated_ids
+
+
+def test_strength_and_k_change_the_reading(lm, grid):
+    it = Interpreter(lm)
+    full = collect(it.iter_cells(grid, [(15, 3)], make_settings(lm, max_new_tokens=8)))[(15, 3)]
+    half = collect(it.iter_cells(grid, [(15, 3)], make_settings(lm, max_new_tokens=8, strength=0.3)))[(15, 3)]
+    k2 = collect(it.iter_cells(grid, [(15, 3)], make_settings(lm, max_new_tokens=8, k=2)))[(15, 3)]
+    assert half.generated_ids != full.generated_ids or half.p_with != full.p_with
+    assert k2.p_with != full.p_with
+
+
+def test_generation_stops_at_eos_and_relevancy_excludes_it(lm, grid):
+    s = make_settings(lm, "refers_to", max_new_tokens=40)
+    res = collect(Interpreter(lm).iter_cells(grid, [(20, 3), (25, 8), (5, 1)], s, batch_size=3))
+    eos = lm.eos_token_ids
+    ended_early = 0
+    for cell in res.values():
+        assert not eos & set(cell.generated_ids)
+        assert len(cell.relevancy_score) == len(cell.generated_ids)
+        ended_early += len(cell.generated_ids) < 40
+    assert ended_early >= 1
+
+
+def test_streaming_yields_prefixes_then_the_final_text(lm, grid, settings):
+    events = list(Interpreter(lm).iter_cells(grid, [(14, 7)], settings, batch_size=1, stream_tokens=True))
+    partial = [e for e in events if e.partial]
+    final = events[-1]
+    assert final.complete and len(partial) >= 3
+    for p in partial:
+        assert final.generated_ids[: len(p.generated_ids)] == p.generated_ids
+
+
+def test_cache_returns_repeat_clicks(lm, grid, settings):
+    it = Interpreter(lm)
+    first = collect(it.iter_cells(grid, [(9, 2)], settings))[(9, 2)]
+    again = list(it.iter_cells(grid, [(9, 2)], settings))
+    assert len(again) == 1 and again[0].cached and again[0].interpretation == first.interpretation
+    other = list(it.iter_cells(grid, [(9, 2)], make_settings(lm, "summarize", max_new_tokens=8)))
+    assert not other[-1].cached
+
+
+def test_shared_batcher_gives_the_same_results(lm, grid, settings):
+    import threading
+
+    cells = [(layer, 5) for layer in range(4, 12)]
+    ref = collect(Interpreter(lm).iter_cells(grid, cells, settings, batch_size=8))
+    it = Interpreter(lm, batching=True)
+    out = {}
+
+    def click(c):
+        out[c] = collect(it.iter_cells(grid, [c], settings, batch_size=1))[c]
+
+    threads = [threading.Thread(target=click, args=(c,)) for c in cells]
+    [t.start() for t in threads]
+    [t.join(120) for t in threads]
+    assert max(it.scheduler.batch_sizes) > 1  # clicks were batched together
+    for c in cells:
+        assert out[c].generated_ids == ref[c].generated_ids
+        np.testing.assert_allclose(out[c].relevancy_score, ref[c].relevancy_score, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", TINY_ARCHS)
+def test_tiny_architectures_batch_exactly(tiny, arch):
+    lm = tiny(arch)
+    g = capture(lm, "one two three four")
+    s = make_settings(lm, "refers_to", max_new_tokens=5)
+    cells = [(layer, t) for layer in range(lm.n_layers + 1) for t in range(2)]
+    a = collect(Interpreter(lm).iter_cells(g, cells, s, batch_size=1))
+    b = collect(Interpreter(lm).iter_cells(g, cells, s, batch_size=len(cells)))
+    for c in cells:
+        assert a[c].generated_ids == b[c].generated_ids
+        assert len(a[c].relevancy_score) == len(a[c].generated_ids) <= 5
+
+
+def test_base_model_template(tiny):
+    lm = tiny("llama", chat=False)
+    s = make_settings(lm, None, max_new_tokens=4)
+    assert s.template.name == "base" and not s.template.chat
+    g = capture(lm, "hello world")
+    res = collect(Interpreter(lm).iter_cells(g, [(1, 1)], s))
+    assert len(res[(1, 1)].generated_ids) <= 4
+
+
+@pytest.mark.parametrize("kwargs", [dict(max_new_tokens=0), dict(max_new_tokens=10**6), dict(k=30), dict(k=-1),
+                                    dict(n_placeholders=0), dict(strength=0), dict(strength=float("nan")),
+                                    dict(max_new_tokens="ten")])
+def test_bad_settings_are_clear_errors(lm, kwargs):
+    with pytest.raises(InputError):
+        make_settings(lm, **kwargs)
+
+
+def test_bad_batch_size(lm, grid, settings):
+    for bs in (0, -3, 10**6, 2.5):
+        with pytest.raises(InputError):
+            list(Interpreter(lm).iter_cells(grid, [(1, 1)], settings, batch_size=bs))
