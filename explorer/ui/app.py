@@ -11,6 +11,7 @@ from explorer.errors import ExplorerError
 from explorer.figure import MAX_COLUMNS
 from explorer.prompts import PRESETS
 from explorer.ui import explore
+from explorer.ui.control_tab import build_control_tab
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
 
@@ -105,6 +106,9 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 csv_file = gr.DownloadButton("CSV", visible=False, elem_id="sx-dl-csv")
                 json_file = gr.DownloadButton("JSON", visible=False, elem_id="sx-dl-json")
                 html_file = gr.DownloadButton("Figure (HTML)", visible=False, elem_id="sx-dl-html")
+
+        with gr.Tab("Control", id="control"):
+            build_control_tab(registry, session, user_error)
 
         settings_inputs = [preset, custom_user, custom_lead, n_placeholders, k, max_new, strength]
 

@@ -15,12 +15,14 @@ from dataclasses import dataclass
 import pandas as pd
 
 from explorer.api import Explorer
+from explorer.control import applied
 from explorer.errors import InputError
 from explorer.figure import MAX_COLUMNS, explore_figure
 from explorer.grid import Grid
 from explorer.interpret import InterpretSettings
 from explorer.prompts import PRESETS, Template
 from explorer.results import CellInterpretation
+from explorer.ui.background import iterate_in_thread
 from explorer.ui.session import ModelRegistry, Session
 
 TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy"]
@@ -125,11 +127,14 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
     ex = registry.get(model)
     session.model = model
     t0 = time.perf_counter()
-    grid = ex.run(prompt, chat=bool(chat))
+    with applied(ex.lm, session.edit):
+        grid = ex.run(prompt, chat=bool(chat))
     session.new_grid(grid)
     ms = 1000 * (time.perf_counter() - t0)
     status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {ex.lm.model_id} in {ms:.0f} ms. "
               "Click a cell to read it.")
+    if session.edit is not None:
+        status += f" Your control edit ({session.edit.edit_id}) is applied."
     if grid.n_tokens > MAX_COLUMNS:
         status += f" Showing tokens {session.column_start}–{min(grid.n_tokens, MAX_COLUMNS) - 1}; page with the slider."
     return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session), status)
@@ -156,8 +161,10 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
     with session.lock:
         session.active_jobs += 1
     try:
-        yield from _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
-                                    min_interval_s)
+        yield from iterate_in_thread(
+            lambda: _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
+                                     min_interval_s),
+            context=lambda: applied(ex.lm, session.edit), on_abandon=session.stop_event.set)
     finally:
         with session.lock:
             session.active_jobs -= 1
