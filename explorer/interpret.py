@@ -54,6 +54,8 @@ class InterpretSettings:
     k: int = 1
     max_new_tokens: int = 20
     strength: float = 1.0
+    # A ready-made target prompt (Patchscopes: any prompt and positions); overrides the template's.
+    prompt: InterpretationPrompt | None = None
 
     def validate(self, n_layers: int) -> InterpretSettings:
         self.template.validate()
@@ -66,8 +68,9 @@ class InterpretSettings:
 
     def key(self) -> tuple:
         t = self.template
+        custom = (self.prompt.ids, self.prompt.placeholder_positions) if self.prompt is not None else None
         return (t.user, t.lead_in, t.system, t.chat, self.n_placeholders, self.k, self.max_new_tokens,
-                float(self.strength))
+                float(self.strength), custom)
 
     def to_dict(self) -> dict:
         return {"template": self.template.name, "template_user": self.template.user,
@@ -135,13 +138,17 @@ class Interpreter:
 
     # ------------------------------------------------------------------ shared prompt state
     def prompt_state(self, settings: InterpretSettings) -> _PromptState:
-        key = (settings.template.user, settings.template.lead_in, settings.template.system,
-               settings.template.chat, settings.n_placeholders, MODEL_VARIANT.get())
+        if settings.prompt is not None:
+            key: tuple = ("ids", settings.prompt.ids, settings.prompt.placeholder_positions, MODEL_VARIANT.get())
+        else:
+            key = (settings.template.user, settings.template.lead_in, settings.template.system,
+                   settings.template.chat, settings.n_placeholders, MODEL_VARIANT.get())
         with self._lock:
             state = self._states.get(key)
         if state is not None:
             return state
-        prompt = build_interpretation_prompt(self.lm.tokenizer, settings.template, settings.n_placeholders)
+        prompt = settings.prompt or build_interpretation_prompt(self.lm.tokenizer, settings.template,
+                                                                settings.n_placeholders)
         ids = torch.tensor([prompt.ids], device=self.lm.device)
         p0 = prompt.first_placeholder
         with torch.inference_mode():

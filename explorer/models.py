@@ -363,7 +363,9 @@ def _load_from_source(
     hf_logging.disable_progress_bar()
 
     local = Path(source).is_dir()
-    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code}
+    # Weights only from safetensors: a pickled .bin file can run code when loaded.
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code,
+                    "use_safetensors": os.environ.get("SELFIE_ALLOW_PICKLE") != "1"}
     if device.startswith("cuda"):
         kwargs["device_map"] = "auto"
     try:

@@ -9,11 +9,13 @@ import gradio as gr
 
 from explorer.errors import ExplorerError
 from explorer.figure import MAX_COLUMNS
+from explorer.lenses import COLOUR_MODES
 from explorer.prompts import PRESETS
 from explorer.ui import explore
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
+from explorer.ui.study_tabs import build_compare_tab, build_evaluate_tab
 
 CSS = """
 .sx-details { font-size: 0.95rem; line-height: 1.5; padding: 0.4em 0.2em; }
@@ -60,7 +62,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         return Session(model=config.default_model)
 
     with gr.Blocks(title="SelfIE Explorer") as demo:
-        session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=lambda s: s.close())
+        def close_session(s: Session) -> None:
+            registry.budget.forget(s)
+            s.close()
+
+        session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
         gr.Markdown(INTRO)
         with gr.Tab("Explore", id="explore"):
             with gr.Row():
@@ -96,7 +102,10 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                         col_btn = gr.Button("Interpret column", elem_id="sx-col")
                         all_btn = gr.Button("Interpret whole grid", elem_id="sx-all")
                         stop_btn = gr.Button("Stop", variant="stop", elem_id="sx-stop")
-                    page = gr.Slider(0, 1, value=0, step=1, label="First token shown", visible=False)
+                    with gr.Row():
+                        colour = gr.Dropdown([(label, key) for key, label in COLOUR_MODES.items()],
+                                             value="logit_lens", label="Colour the grid by", elem_id="sx-colour")
+                        page = gr.Slider(0, 1, value=0, step=1, label="First token shown", visible=False)
                 with gr.Column(scale=2, min_width=280):
                     details = gr.HTML(explore.details_html(None, None, None, None, None), elem_id="sx-details")
             table = gr.Dataframe(headers=explore.TABLE_COLUMNS, label="Results", interactive=False, wrap=True,
@@ -106,9 +115,20 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 csv_file = gr.DownloadButton("CSV", visible=False, elem_id="sx-dl-csv")
                 json_file = gr.DownloadButton("JSON", visible=False, elem_id="sx-dl-json")
                 html_file = gr.DownloadButton("Figure (HTML)", visible=False, elem_id="sx-dl-html")
+            with gr.Accordion("Share this session", open=False):
+                with gr.Row():
+                    share_btn = gr.Button("Export session (JSON)")
+                    share_file = gr.DownloadButton("Download session", visible=False)
+                    import_file = gr.UploadButton("Import session", file_types=[".json"])
+                    py_btn = gr.Button("Copy as Python")
+                py_code = gr.Code(language="python", label="Reproduce this view with the Python API", visible=False)
 
         with gr.Tab("Control", id="control"):
             build_control_tab(registry, session, user_error)
+        with gr.Tab("Compare", id="compare"):
+            build_compare_tab(registry, session, user_error)
+        with gr.Tab("Evaluate", id="evaluate"):
+            build_evaluate_tab(registry, session, user_error)
 
         settings_inputs = [preset, custom_user, custom_lead, n_placeholders, k, max_new, strength]
 
@@ -142,6 +162,11 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             try:
                 _ex, settings = settings_of(sess, values)
                 bs = explore._as_int("batch size", batch_size)
+                preset_v, user_v, lead_v = values[0], values[1], values[2]
+                sess.settings = {"template": preset_v if preset_v != "custom" else f"{user_v}|{lead_v}",
+                                 "n_placeholders": settings.n_placeholders, "k": settings.k,
+                                 "max_new_tokens": settings.max_new_tokens, "strength": settings.strength,
+                                 "batch_size": bs}
                 cb = None
                 if progress is not None:
                     def cb(done, total, desc):
@@ -190,6 +215,46 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             sess.column_start = int(start)
             return figure_value(explore.figure_for(registry.get(sess.model), sess))
 
+        def on_colour(mode: str, sess: Session):
+            if mode not in COLOUR_MODES:
+                raise gr.Error("Unknown colour mode.")
+            sess.colour_mode = mode
+            if sess.grid is None:
+                return gr.skip()
+            try:
+                return figure_value(explore.figure_for(registry.get(sess.model), sess))
+            except Exception as e:
+                raise user_error(e) from None
+
+        def on_share(sess: Session):
+            try:
+                from explorer.session_io import export_session
+
+                path = sess.workdir() / "selfie_session.json"
+                path.write_text(export_session(explore.snapshot(sess)), encoding="utf-8")
+            except Exception as e:
+                raise user_error(e) from None
+            return gr.update(value=str(path), visible=True)
+
+        def on_import(sess: Session, file):
+            try:
+                path = file if isinstance(file, str) else getattr(file, "name", str(file))
+                from pathlib import Path as _P
+
+                text = _P(path).read_text(encoding="utf-8")
+                view = explore.restore(registry, sess, text)
+            except Exception as e:
+                raise user_error(e) from None
+            return figure_value(view.figure), view.details, view.table, view.status
+
+        def on_python(sess: Session):
+            try:
+                from explorer.session_io import copy_as_python
+
+                return gr.update(value=copy_as_python(explore.snapshot(sess)), visible=True)
+            except Exception as e:
+                raise user_error(e) from None
+
         def on_export(sess: Session):
             try:
                 ex = registry.get(sess.model)
@@ -202,8 +267,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         run_evt = dict(fn=gpu(on_run), inputs=[model, prompt, chat, session],
                        outputs=[grid_plot, details, table, status, page], concurrency_limit=4,
                        concurrency_id="run")
-        run_btn.click(**run_evt)
-        prompt.submit(**run_evt)
+        run_btn.click(**run_evt, api_name="run")
+        prompt.submit(**run_evt, api_visibility="private")
         interp_outputs = [grid_plot, details, table, status]
         settle = dict(fn=on_settle, inputs=[session], outputs=[grid_plot, details, table], queue=False)
         grid_plot.select(gpu(on_click), [session, batch, *settings_inputs], interp_outputs,
@@ -214,6 +279,64 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         stop_btn.click(on_stop, [session], [status], queue=False)
         page.release(on_page, [page, session], [grid_plot])
         export_btn.click(on_export, [session], [csv_file, json_file, html_file])
+        colour.change(on_colour, [colour, session], [grid_plot], concurrency_id="run")
+        share_btn.click(on_share, [session], [share_file])
+        import_file.upload(on_import, [session, import_file], [grid_plot, details, table, status])
+        py_btn.click(on_python, [session], [py_code])
+        # ------------------------------------------------------------------ API for programs
+        # Clicks carry browser event data that API clients cannot send; these endpoints take the
+        # cells as text instead (load test, scripts). Each client has its own session state.
+        with gr.Row(visible=False):
+            api_cells = gr.Textbox()
+            api_template = gr.Textbox()
+            api_max_new = gr.Number()
+            api_batch = gr.Number()
+            api_json = gr.JSON()
+            api_layer = gr.Number()
+            api_token = gr.Number()
+            api_concept = gr.Textbox()
+            api_steps = gr.Number()
+
+        def api_interpret(sess: Session, cells: str, template: str, max_new_tokens, batch_size):
+            try:
+                from explorer.grid import parse_cells
+
+                grid = sess.require_grid()
+                _ex, settings = settings_of(sess, [template or "refers_to", "", "", 5, 1, max_new_tokens or 20, 1.0])
+                cell_list = parse_cells(cells, grid)
+                if len(cell_list) > config.max_cells_per_job:
+                    raise explore.InputError(f"At most {config.max_cells_per_job} cells per job.")
+                for _ in explore.interpret_cells(registry, sess, cell_list, settings,
+                                                 batch_size=explore._as_int("batch size", batch_size or 16),
+                                                 time_limit_s=config.job_time_limit_s, min_interval_s=3600):
+                    pass
+                wanted = set(cell_list)
+                return [r for r in sess.results.records() if (r["layer"], r["token"]) in wanted]
+            except Exception as e:
+                raise user_error(e) from None
+
+        def api_supervised(sess: Session, layer, token, concept: str, steps):
+            from explorer.ui.control_tab import run_supervised
+
+            try:
+                grid = sess.require_grid()
+                views = list(run_supervised(registry, sess, grid.prompt, layer, token, "concept phrase", concept, "",
+                                            0, layer, steps or 20, 2e-3, 10.0, "What is the Eiffel Tower?"))
+                last = views[-1]
+                return {"edit_id": sess.edit.edit_id, "before": last[1], "after": last[2]}
+            except Exception as e:
+                raise user_error(e) from None
+
+        def api_revert(sess: Session):
+            sess.edit = None
+            return {"edit_id": None}
+
+        api_btn = gr.Button(visible=False)
+        api_btn.click(gpu(api_interpret), [session, api_cells, api_template, api_max_new, api_batch], [api_json],
+                      api_name="interpret", concurrency_limit=8, concurrency_id="click")
+        api_btn.click(gpu(api_supervised), [session, api_layer, api_token, api_concept, api_steps], [api_json],
+                      api_name="supervised", concurrency_id="control", concurrency_limit=2)
+        api_btn.click(api_revert, [session], [api_json], api_name="revert")
     demo.sx_registry = registry  # type: ignore[attr-defined]
     demo.sx_config = config  # type: ignore[attr-defined]
     return demo

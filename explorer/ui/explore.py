@@ -12,14 +12,16 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 
 from explorer.api import Explorer
 from explorer.control import applied
 from explorer.errors import InputError
-from explorer.figure import MAX_COLUMNS, explore_figure
+from explorer.figure import MAX_COLUMNS, ColourLayer, column_window, explore_figure
 from explorer.grid import Grid
 from explorer.interpret import InterpretSettings
+from explorer.lenses import colour_layer
 from explorer.prompts import PRESETS, Template
 from explorer.results import CellInterpretation
 from explorer.ui.background import iterate_in_thread
@@ -89,8 +91,14 @@ def results_table(session: Session) -> pd.DataFrame:
 def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
-    return explore_figure(session.grid, ex.lm, session.results, start=session.column_start, width=MAX_COLUMNS,
-                          selected=session.selected)
+    cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
+    base = colour_layer(session.colour_mode, session.grid, ex.lm, cols, session.results)
+    if base is None:  # relevancy only: an empty base so the axes still show every cell
+        base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
+                           [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
+    with session.lock:
+        return explore_figure(session.grid, ex.lm, session.results, start=session.column_start, width=MAX_COLUMNS,
+                              selected=session.selected, base=base)
 
 
 def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int | None,
@@ -130,6 +138,7 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
     with applied(ex.lm, session.edit):
         grid = ex.run(prompt, chat=bool(chat))
     session.new_grid(grid)
+    registry.budget.touch(session)
     ms = 1000 * (time.perf_counter() - t0)
     status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {ex.lm.model_id} in {ms:.0f} ms. "
               "Click a cell to read it.")
@@ -246,6 +255,34 @@ def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_ce
     if len(cells) > max_cells:
         raise InputError(f"That is {len(cells)} cells; this server interprets at most {max_cells} per job.")
     return cells
+
+
+def snapshot(session: Session):
+    """The session as a shareable :class:`SessionSnapshot`."""
+    from explorer.session_io import SessionSnapshot
+
+    grid = session.require_grid()
+    edit = None
+    if session.edit is not None:
+        edit = {"edit_id": session.edit.edit_id, **{k: v for k, v in session.edit.meta.items() if k != "losses"}}
+    return SessionSnapshot(model=session.model, prompt=grid.prompt, chat=grid.chat, settings=dict(session.settings),
+                           results=session.results, edit=edit, provenance=dict(grid.provenance))
+
+
+def restore(registry: ModelRegistry, session: Session, text: str) -> View:
+    """Import a shared session: re-run its prompt (same model) and put its results back as they were."""
+    from explorer.session_io import import_session
+
+    snap = import_session(text)
+    view = run_prompt(registry, session, snap.model, snap.prompt, snap.chat)
+    with session.lock:
+        for cell in snap.results.cells:
+            session.grid.check_cell(cell.layer, cell.token)
+            session.results.add(cell)
+        session.settings = dict(snap.settings)
+    ex = registry.get(session.model)
+    return View(figure_for(ex, session), view.details, results_table(session),
+                f"Imported {len(snap.results.cells)} results for {snap.prompt!r} ({snap.model}).")
 
 
 def export_files(ex: Explorer, session: Session) -> tuple[str, str, str]:

@@ -47,6 +47,7 @@ class AppConfig:
     job_time_limit_s: float = field(default_factory=lambda: float(os.environ.get("SELFIE_JOB_TIME_LIMIT", "900")))
     max_batch: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_BATCH", "16")))
     public: bool = field(default_factory=lambda: os.environ.get("SELFIE_PUBLIC", "0") == "1")
+    session_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_MEMORY_MB", "2048")))
 
 
 class ModelRegistry:
@@ -56,6 +57,7 @@ class ModelRegistry:
         self.config = config
         self._explorers: dict[str, Explorer] = {}
         self._lock = threading.Lock()
+        self.budget = SessionBudget(config.session_memory_mb * 2**20)
 
     def check_allowed(self, spec: str) -> str:
         spec = (spec or "").strip() or self.config.default_model
@@ -104,6 +106,8 @@ class Session:
     results: InterpretationSet | None = None
     selected: tuple[int, int] | None = None
     column_start: int = 0
+    colour_mode: str = "logit_lens"
+    settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
     edit: object | None = None  # explorer.control.Edit
     edit_before: dict | None = None
     active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
@@ -142,3 +146,39 @@ class Session:
         self.results = None
         self.edit = None
         shutil.rmtree(Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id, ignore_errors=True)
+
+
+class SessionBudget:
+    """A global bound on the memory held by all sessions' grids and results.
+
+    When a new grid would push the total over ``max_bytes``, the grids of the sessions idle the
+    longest are dropped (their users are asked to run their prompt again); the newest is kept.
+    """
+
+    def __init__(self, max_bytes: int):
+        self.max_bytes = int(max_bytes)
+        self._sessions: dict[str, tuple[Session, float]] = {}
+        self._lock = threading.Lock()
+        self.evicted = 0
+
+    def touch(self, session: Session) -> None:
+        with self._lock:
+            self._sessions[session.session_id] = (session, time.monotonic())
+            total = sum(s.nbytes() for s, _ in self._sessions.values())
+            for _sid, (s, _t) in sorted(self._sessions.items(), key=lambda kv: kv[1][1]):
+                if total <= self.max_bytes:
+                    break
+                if s is session or s.grid is None:
+                    continue
+                total -= s.nbytes()
+                s.grid = None
+                s.results = None
+                self.evicted += 1
+
+    def forget(self, session: Session) -> None:
+        with self._lock:
+            self._sessions.pop(session.session_id, None)
+
+    def total_bytes(self) -> int:
+        with self._lock:
+            return sum(s.nbytes() for s, _ in self._sessions.values())

@@ -1,0 +1,98 @@
+"""The Compare and Evaluate tabs: thin views over ``explorer.compare`` and ``explorer.evaluate``."""
+
+from __future__ import annotations
+
+import gradio as gr
+import pandas as pd
+
+from explorer.compare import compare_prompts
+from explorer.errors import InputError
+from explorer.evaluate import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
+from explorer.ui.explore import _as_int
+from explorer.ui.session import ModelRegistry, Session
+
+
+def _layers(text: str, n_layers: int) -> list[int]:
+    try:
+        layers = [int(x) for x in (text or "").replace(" ", "").split(",") if x]
+    except ValueError as e:
+        raise InputError("Layers are whole numbers separated by commas, e.g. 5,10,15.") from e
+    if not layers or any(not 0 <= layer <= n_layers for layer in layers):
+        raise InputError(f"Layers must be from 0 to {n_layers}.")
+    if len(layers) > 12:
+        raise InputError("Compare at most 12 layers at once.")
+    return layers
+
+
+def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
+    gr.Markdown("Two prompts side by side: tokens are aligned by their text, the same cells of both are read "
+                "with SelfIE, and the cells whose readings differ are highlighted.")
+    with gr.Row():
+        a = gr.Textbox("The cat sat on the mat", label="Prompt A")
+        b = gr.Textbox("The dog sat on the mat", label="Prompt B")
+        layers = gr.Textbox("5,10,15,20", label="Layers")
+        max_new = gr.Slider(4, 32, value=10, step=1, label="Max new tokens")
+    run = gr.Button("Compare", variant="primary")
+    plot = gr.Plot()
+    table = gr.Dataframe(wrap=True)
+
+    def on_compare(sess: Session, pa, pb, ls, mn, progress=gr.Progress(track_tqdm=True)):
+        try:
+            ex = registry.get(sess.model)
+            progress(0.1, desc="interpreting both prompts")
+            cmp = compare_prompts(ex, pa, pb, _layers(ls, ex.lm.n_layers), ex.settings(max_new_tokens=_as_int(
+                "max new tokens", mn)))
+        except Exception as e:
+            raise user_error(e) from None
+        import plotly.graph_objects as go
+
+        return go.Figure(cmp.figure()), pd.DataFrame(cmp.rows())
+
+    run.click(on_compare, [session, a, b, layers, max_new], [plot, table], concurrency_id="study", concurrency_limit=1)
+
+
+def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
+    gr.Markdown("How far can each reading be trusted, layer by layer? **Token identity**: how often the "
+                "token-identity Patchscope and the logit lens name the token the model itself predicts next. "
+                "**Attribute extraction**: whether a subject's state, patched into \"The capital city of x\" and the "
+                "like, makes the model say the right attribute (only facts the model knows count). A small sample "
+                "here; `python -m explorer evaluate` runs the full one.")
+    with gr.Row():
+        positions = gr.Slider(10, 200, value=40, step=10, label="Corpus positions (token identity)")
+        samples = gr.Slider(1, 10, value=3, step=1, label="Samples per task (attributes)")
+        step = gr.Slider(1, 10, value=5, step=1, label="Every n-th layer")
+    run = gr.Button("Run evaluation", variant="primary")
+    plot = gr.Plot()
+    with gr.Row():
+        ti_table = gr.Dataframe(label="Token identity precision@1")
+        att_table = gr.Dataframe(label="Attribute extraction accuracy")
+
+    def on_eval(sess: Session, n_pos, n_samples, every, progress=gr.Progress()):
+        try:
+            import plotly.graph_objects as go
+
+            from explorer.evaluate import write_figure  # noqa: F401 - same figure as the CLI
+
+            lm = registry.get(sess.model).lm
+            layers = list(range(0, lm.n_layers + 1, _as_int("layer step", every)))
+            progress(0.05, desc="token identity")
+            ti = evaluate_token_identity(lm, n_positions=_as_int("positions", n_pos), layers=layers)
+            att = pd.DataFrame()
+            if DEFAULT_TASK_DIR.is_dir():
+                progress(0.5, desc="attribute extraction")
+                tasks = resolve_tasks("all", DEFAULT_TASK_DIR)[:3]
+                att = evaluate_attributes(lm, tasks, layers=[x for x in layers if x < lm.n_layers],
+                                          samples=_as_int("samples", n_samples), candidates=12, log=lambda m: None)
+            fig = go.Figure()
+            fig.add_scatter(x=ti["layer"], y=ti["patchscope"], name="token identity Patchscope")
+            fig.add_scatter(x=ti["layer"], y=ti["logit_lens"], name="logit lens")
+            for task, part in att.groupby("task") if len(att) else []:
+                fig.add_scatter(x=part["layer"], y=part["accuracy"], name=f"{task} (n={part['baseline_correct'].iloc[0]})",
+                                line={"dash": "dot"})
+            fig.update_layout(height=380, xaxis_title="layer", yaxis_title="precision / accuracy")
+            return fig, ti, att
+        except Exception as e:
+            raise user_error(e) from None
+
+    run.click(on_eval, [session, positions, samples, step], [plot, ti_table, att_table], concurrency_id="study",
+              concurrency_limit=1)
