@@ -62,12 +62,14 @@ def start_app():
     """The real app on 127.0.0.1 (in this process); returns (url, demo)."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     from explorer.ui.app import CSS, build_app
+    from explorer.ui.guard import app_kwargs
 
     demo = build_app()
     demo.sx_registry.get(demo.sx_config.default_model)
     demo.queue(default_concurrency_limit=4, max_size=128)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True,
+                app_kwargs=app_kwargs())
     return f"http://127.0.0.1:{port}/", demo
 
 

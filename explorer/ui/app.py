@@ -14,6 +14,7 @@ from explorer.prompts import PRESETS
 from explorer.ui import explore
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.grid_plot import GridPlot, figure_value
+from explorer.ui.guard import app_kwargs
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_evaluate_tab
 
@@ -302,12 +303,13 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 from explorer.grid import parse_cells
 
                 grid = sess.require_grid()
-                _ex, settings = settings_of(sess, [template or "refers_to", "", "", 5, 1, max_new_tokens or 20, 1.0])
+                _ex, settings = settings_of(sess, [template or "refers_to", "", "", 5, 1,
+                                                   20 if max_new_tokens is None else max_new_tokens, 1.0])
                 cell_list = parse_cells(cells, grid)
                 if len(cell_list) > config.max_cells_per_job:
                     raise explore.InputError(f"At most {config.max_cells_per_job} cells per job.")
-                for _ in explore.interpret_cells(registry, sess, cell_list, settings,
-                                                 batch_size=explore._as_int("batch size", batch_size or 16),
+                bs = explore._as_int("batch size", 16 if batch_size is None else batch_size)
+                for _ in explore.interpret_cells(registry, sess, cell_list, settings, batch_size=bs,
                                                  time_limit_s=config.job_time_limit_s, min_interval_s=3600):
                     pass
                 wanted = set(cell_list)
@@ -354,4 +356,5 @@ def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, 
     if os.environ.get("SELFIE_AUTH"):
         user, _, password = os.environ["SELFIE_AUTH"].partition(":")
         auth = (user, password)
-    demo.launch(server_name=host, server_port=port, css=CSS, auth=auth, show_error=not config.public, **kwargs)
+    demo.launch(server_name=host, server_port=port, css=CSS, auth=auth, show_error=not config.public,
+                app_kwargs=app_kwargs(), **kwargs)

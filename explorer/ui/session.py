@@ -116,6 +116,15 @@ class Session:
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
+    def __deepcopy__(self, memo) -> Session:
+        """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
+        its own lock and stop flag); grids are shared read-only, results copied."""
+        import copy
+
+        return Session(model=self.model, grid=self.grid, results=copy.deepcopy(self.results, memo),
+                       selected=self.selected, column_start=self.column_start, colour_mode=self.colour_mode,
+                       settings=dict(self.settings), edit=self.edit)
+
     def new_grid(self, grid: Grid) -> None:
         with self.lock:
             self.grid = grid

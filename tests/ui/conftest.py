@@ -37,12 +37,14 @@ def browser():
 def app_url():
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from explorer.ui.app import CSS, build_app
+    from explorer.ui.guard import app_kwargs
 
     demo = build_app()
     demo.sx_registry.get("default")
     demo.queue(default_concurrency_limit=4, max_size=64)
     port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True,
+                app_kwargs=app_kwargs())
     yield f"http://127.0.0.1:{port}"
     demo.close()
 
