@@ -195,33 +195,26 @@ def evaluate_attributes(lm: LoadedModel, tasks: list[Path], *, layers: list[int]
                 kept.append((row, obj))
             if len(kept) >= samples:
                 break
-        prompts: dict[str, object] = {}
         hits = {layer: 0 for layer in layers}
+        by_target: dict[str, list[tuple[torch.Tensor, str]]] = {}
         for row, obj in kept:
             grid = capture_ids(lm, [int(i) for i in lm.tokenizer.encode(source_text(row), add_special_tokens=True)])
-            key = str(row["prompt_target"])
-            prompt = prompts.setdefault(key, attribute_prompt(lm, key))
-            vectors = torch.stack([grid.hidden[layer, -1] for layer in layers])
-            for layer_group in _group_by_target(layers, target_layer):
-                idx = [layers.index(layer) for layer in layer_group]
-                k = target_layer if target_layer is not None else layer_group[0]
-                settings = InterpretSettings(prompt.template, 1, min(k, lm.n_layers - 1), max_new_tokens, 1.0, prompt)
-                gen = interp.generate_now(vectors[idx], settings)
-                for j, layer in enumerate(layer_group):
-                    text = lm.tokenizer.decode(gen.ids[j], skip_special_tokens=True)
-                    hits[layer] += obj.lower() in text.lower()
+            by_target.setdefault(str(row["prompt_target"]), []).append((grid.hidden[layers, -1], obj))
+        for prompt_target, items in by_target.items():
+            prompt = attribute_prompt(lm, prompt_target)
+            states = torch.stack([s for s, _ in items])  # (samples, layers, d)
+            for j, layer in enumerate(layers):
+                # every sample of a task shares the target prompt: one batch per source layer
+                k = min(target_layer if target_layer is not None else layer, lm.n_layers - 1)
+                settings = InterpretSettings(prompt.template, 1, k, max_new_tokens, 1.0, prompt)
+                gen = interp.generate_now(states[:, j], settings)
+                for ids, (_s, obj) in zip(gen.ids, items):
+                    hits[layer] += obj.lower() in lm.tokenizer.decode(ids, skip_special_tokens=True).lower()
         for layer in layers:
             rows.append({"task": path.stem, "layer": layer, "baseline_correct": len(kept),
                          "accuracy": hits[layer] / len(kept) if kept else float("nan")})
         log(f"{path.stem}: {len(kept)} baseline-correct samples, {time.perf_counter() - t0:.0f} s")
     return pd.DataFrame(rows)
-
-
-def _group_by_target(layers: list[int], target_layer: int | None) -> list[list[int]]:
-    """Layers patched at the same target layer can share one batch."""
-    if target_layer is not None:
-        return [list(layers)]
-    return [[layer] for layer in layers]
 
 
 def write_figure(summary: dict, path: Path) -> Path:
