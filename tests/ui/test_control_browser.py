@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ui.conftest import run_prompt
+from tests.ui.test_explore_browser import screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -22,7 +23,7 @@ def test_short_supervised_edit_shows_before_and_after(page):
     page.wait_for_function("() => document.querySelectorAll('#sx-s-answers [role=grid]').length > 0")
     status = page.inner_text("#sx-edit-status")
     assert "edit-" in status and "lower" in status
-    page.screenshot(path="/tmp/control.png", full_page=True)
+    screenshot(page, "control_supervised.png")
     # The edit is this session's: the Explore grid now reads the edited state; Revert removes it.
     page.click("#sx-revert")
     page.wait_for_function("() => document.querySelector('#sx-edit-status').innerText.includes('Reverted')")
