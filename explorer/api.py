@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 
 from explorer.grid import DEFAULT_MAX_PROMPT_TOKENS, Grid, capture, parse_cells
 from explorer.hooks import MODEL_VARIANT
-from explorer.interpret import Interpreter, InterpretSettings, make_settings
+from explorer.interpret import Interpreter, InterpretSettings, auto_batch_size, make_settings
 from explorer.models import LoadedModel, load_model
 from explorer.prompts import Template
 from explorer.results import CellInterpretation, InterpretationSet
@@ -41,17 +41,24 @@ class Explorer:
         return make_settings(self.lm, template, n_placeholders=n_placeholders, k=k,
                              max_new_tokens=max_new_tokens, strength=strength)
 
+    def batch_size(self, settings: InterpretSettings, batch_size: int | str = "auto") -> int:
+        """``"auto"``: the largest batch that fits in free GPU memory, 16 on a CPU."""
+        if batch_size == "auto":
+            return auto_batch_size(self.lm, settings)
+        return batch_size  # type: ignore[return-value]
+
     def iter_interpret(self, grid: Grid, cells="all", *, settings: InterpretSettings | None = None,
-                       batch_size: int = 16, relevancy: bool = True, stream_tokens: bool = False,
+                       batch_size: int | str = "auto", relevancy: bool = True, stream_tokens: bool = False,
                        should_stop: Callable[[], bool] | None = None, **setting_kwargs) -> Iterator[CellInterpretation]:
         """Stream cell results: text first, then the same cell again with its relevancy."""
         settings = settings or self.settings(**setting_kwargs)
-        return self.interpreter.iter_cells(grid, parse_cells(cells, grid), settings, batch_size=batch_size,
+        return self.interpreter.iter_cells(grid, parse_cells(cells, grid), settings,
+                                           batch_size=self.batch_size(settings, batch_size),
                                            relevancy=relevancy, stream_tokens=stream_tokens,
                                            should_stop=should_stop)
 
     def interpret(self, grid: Grid, cells="all", *, settings: InterpretSettings | None = None,
-                  batch_size: int = 16, relevancy: bool = True,
+                  batch_size: int | str = "auto", relevancy: bool = True,
                   progress: Callable[[int, int], None] | None = None, **setting_kwargs) -> InterpretationSet:
         """Interpret ``cells`` (``"all"``, ``"row:L"``, ``"col:T"``, ``"L:T,..."`` or pairs) of ``grid``."""
         settings = settings or self.settings(**setting_kwargs)
@@ -59,8 +66,8 @@ class Explorer:
         out = InterpretationSet(prompt=grid.prompt, provenance=self.provenance(grid, settings))
         total = len(set(cell_list))
         done: set[tuple[int, int]] = set()
-        for cell in self.interpreter.iter_cells(grid, cell_list, settings, batch_size=batch_size,
-                                                relevancy=relevancy):
+        for cell in self.interpreter.iter_cells(grid, cell_list, settings,
+                                                batch_size=self.batch_size(settings, batch_size), relevancy=relevancy):
             out.add(cell)
             if cell.complete or not relevancy:
                 done.add((cell.layer, cell.token))

@@ -41,7 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--k", type=int, default=1, help="injection layer: the block whose input receives the state")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--strength", type=float, default=1.0)
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", default="auto", help="cells per generate call; 'auto': 16 on a CPU, "
+                   "the largest that fits on a GPU")
     p.add_argument("--no-relevancy", action="store_true", help="skip the relevancy pass (faster)")
     p.add_argument("--out", help="write results to FILE.csv or FILE.json")
 
@@ -64,7 +65,8 @@ def run(args: argparse.Namespace) -> int:
             bar.n = done
             bar.refresh()
 
-        res = ex.interpret(grid, cells, settings=settings, batch_size=args.batch_size,
+        batch = args.batch_size if args.batch_size == "auto" else _int_arg("--batch-size", args.batch_size)
+        res = ex.interpret(grid, cells, settings=settings, batch_size=batch,
                            relevancy=not args.no_relevancy, progress=progress)
     for rec in res.records():
         score = "" if rec["mean_relevancy"] is None else f"{rec['mean_relevancy']:.3f}"
@@ -76,6 +78,13 @@ def run(args: argparse.Namespace) -> int:
             res.to_csv(args.out)
         print(f"wrote {len(res.cells)} results to {args.out}", file=sys.stderr)
     return 0
+
+
+def _int_arg(name: str, value: str) -> int:
+    try:
+        return int(value)
+    except ValueError as e:
+        raise ExplorerError(f"{name} must be a whole number or 'auto'; got {value!r}.") from e
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:
