@@ -55,12 +55,14 @@ class Comparison:
 
 
 def align_tokens(a: list[str], b: list[str]) -> list[tuple[int, int]]:
-    """Position pairs of equal tokens (longest matching blocks), in order."""
+    """Position pairs: equal tokens, plus replaced spans of equal length paired in order
+    ("cat" with "dog" in "The cat sat" / "The dog sat"), which is where readings usually differ."""
     matcher = difflib.SequenceMatcher(a=[t.strip().lower() for t in a], b=[t.strip().lower() for t in b],
                                       autojunk=False)
     pairs = []
-    for block in matcher.get_matching_blocks():
-        pairs += [(block.a + i, block.b + i) for i in range(block.size)]
+    for tag, i1, i2, j1, j2 in matcher.get_opcodes():
+        if tag == "equal" or (tag == "replace" and i2 - i1 == j2 - j1):
+            pairs += [(i1 + k, j1 + k) for k in range(i2 - i1)]
     if not pairs:  # nothing in common: align by position
         pairs = [(i, i) for i in range(min(len(a), len(b)))]
     return pairs

@@ -104,3 +104,19 @@ def test_interpret_row_fills_the_row_and_csv_has_the_rows_shown(page):
     assert sorted(int(r["token"]) for r in rows) == list(range(9))
     assert all(r["interpretation"].strip() for r in rows)
     assert page.requests.foreign() == []
+
+
+def test_colour_mode_switch_redraws_the_grid(page):
+    from tests.ui.conftest import grid_ready, revision
+
+    run_prompt(page, PROMPT)
+    assert page.evaluate("() => document.querySelector('#sx-grid .sx-plot').data[0].name") == "logit-lens confidence"
+    rev = revision(page)
+    page.click("#sx-colour input")
+    page.locator("ul[role=listbox] li", has_text="token identity").first.click()
+    grid_ready(page, rev)
+    data = page.evaluate("() => document.querySelector('#sx-grid .sx-plot').data[0]")
+    assert data["name"] == "token identity"
+    values = {v for row in data["z"] for v in row}
+    assert values <= {0, 1} and 1 in values  # hits where the Patchscope names the model's next token
+    assert data["z"][30] == [1] * 9  # the last row always names it
