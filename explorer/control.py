@@ -231,13 +231,26 @@ def mlp_io(lm: LoadedModel, ids: Sequence[int], layer: int) -> tuple[torch.Tenso
     return x, residual.clone()
 
 
+CONCEPT_CONTEXT = "I am thinking about "
+
+
+def concept_grid(lm: LoadedModel, phrase: str):
+    """The grid of a concept phrase. A one-token phrase would sit at position 0, which most models use
+    as an attention sink with an outsized, meaning-poor state, so it gets a short neutral lead-in."""
+    if not isinstance(phrase, str) or not phrase.strip():
+        raise InputError("The concept is empty: type a word or phrase.")
+    grid = capture(lm, phrase)
+    if grid.n_tokens < 2:
+        grid = capture(lm, CONCEPT_CONTEXT + phrase.strip())
+    return grid
+
+
 def concept_state(lm: LoadedModel, phrase: str, layer: int) -> torch.Tensor:
     """The last-token state of a concept phrase at ``layer``: a target whose meaning the user can check."""
     if not isinstance(phrase, str) or not phrase.strip():
         raise InputError("The concept is empty: type a word or phrase.")
     check_layer(lm, layer)
-    grid = capture(lm, phrase)
-    return grid.hidden[layer, -1].clone()
+    return concept_grid(lm, phrase).hidden[layer, -1].clone()
 
 
 def _reference_inputs(lm: LoadedModel, layer: int) -> torch.Tensor:
@@ -542,12 +555,13 @@ def steering_vector(lm: LoadedModel, concept_a: str, concept_b: str, layer: int)
     """
     if not 1 <= layer < lm.n_layers:
         raise InputError(f"The steering layer must be from 1 to {lm.n_layers - 1}; got {layer!r}.")
-    a = capture(lm, concept_a) if concept_a and concept_a.strip() else None
-    b = capture(lm, concept_b) if concept_b and concept_b.strip() else None
-    if a is None:
+    if not concept_a or not concept_a.strip():
         raise InputError("Concept A is empty.")
+    # Both in the same neutral context, so the difference is about the concepts alone.
+    a = capture(lm, CONCEPT_CONTEXT + concept_a.strip())
+    b = capture(lm, CONCEPT_CONTEXT + concept_b.strip()) if concept_b and concept_b.strip() else None
     diff = a.hidden[layer, -1] - (b.hidden[layer, -1] if b is not None else 0)
-    typical = a.hidden[layer, 1:].norm(dim=-1).mean() if a.n_tokens > 1 else a.hidden[layer].norm(dim=-1).mean()
+    typical = a.hidden[layer, 1:].norm(dim=-1).mean()  # position 0 (the attention sink) left out
     return diff / diff.norm().clamp_min(1e-6) * typical
 
 

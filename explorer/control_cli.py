@@ -39,7 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beta", type=float, default=10.0)
     p.add_argument("--concept-a", help="steering: towards this")
     p.add_argument("--concept-b", default="", help="steering: away from this")
-    p.add_argument("--alpha", type=float, default=2.0)
+    p.add_argument("--alpha", type=float, default=0.5, help="steering strength in typical state norms")
     p.add_argument("--test-prompt", action="append", help="prompts answered before/after (repeatable)")
     p.add_argument("--save", help="save the edit to FILE.safetensors")
     p.add_argument("--load", help="an edit file (mode apply)")

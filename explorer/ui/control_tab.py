@@ -192,8 +192,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             v_prompt = gr.Textbox("Write one sentence about my neighbour.", label="Prompt", scale=3)
             v_a = gr.Textbox("love", label="Towards concept A")
             v_b = gr.Textbox("hate", label="Away from concept B")
-            v_layer = gr.Number(8, label="Layer", precision=0)
-            v_alpha = gr.Slider(-8, 8, value=3, step=0.5, label="alpha")
+            v_layer = gr.Number(10, label="Layer", precision=0)
+            v_alpha = gr.Slider(-3, 3, value=0.5, step=0.1, label="alpha (in typical state norms)")
         v_run = gr.Button("Steer", variant="primary")
         with gr.Row():
             v_before = gr.Textbox(label="Before")
