@@ -118,6 +118,7 @@ class Interpreter:
 
     lm: LoadedModel
     cache_bytes: int = 64 * 2**20
+    cache_bytes_per_owner: int | None = None  # per-session quota inside the shared cache (the app sets it)
     batching: bool = False  # route generations through one shared BatchScheduler (the app does)
     max_batch: int = 16
     _states: dict = field(default_factory=dict, repr=False)
@@ -126,7 +127,7 @@ class Interpreter:
     scheduler: BatchScheduler | None = field(init=False, repr=False, default=None)
 
     def __post_init__(self) -> None:
-        self.results = ByteLRU(self.cache_bytes, lambda c: c.nbytes())
+        self.results = ByteLRU(self.cache_bytes, lambda c: c.nbytes(), self.cache_bytes_per_owner)
         if self.batching:
             self.enable_batching()
 

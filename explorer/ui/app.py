@@ -64,7 +64,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
 
     with gr.Blocks(title="SelfIE Explorer") as demo:
         def close_session(s: Session) -> None:
-            registry.budget.forget(s)
+            registry.forget_session(s)
             s.close()
 
         session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)

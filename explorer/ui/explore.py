@@ -173,7 +173,7 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
         yield from iterate_in_thread(
             lambda: _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
                                      min_interval_s),
-            context=lambda: applied(ex.lm, session.edit), on_abandon=session.stop_event.set)
+            context=lambda: session.job_context(ex.lm), on_abandon=session.stop_event.set)
     finally:
         with session.lock:
             session.active_jobs -= 1

@@ -7,15 +7,18 @@ everything a user makes (grid, interpretations, selection, control edit) lives i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.api import Explorer
+from explorer.cache import ByteLRU, cache_owner
 from explorer.errors import InputError, ModelLoadError
 from explorer.grid import Grid
 from explorer.models import DEFAULT_MODEL
@@ -48,6 +51,8 @@ class AppConfig:
     max_batch: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_BATCH", "16")))
     public: bool = field(default_factory=lambda: os.environ.get("SELFIE_PUBLIC", "0") == "1")
     session_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_MEMORY_MB", "2048")))
+    cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_CACHE_MB", "256")))
+    session_cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_CACHE_MB", "32")))
 
 
 class ModelRegistry:
@@ -89,12 +94,22 @@ class ModelRegistry:
                 except Exception as e:
                     raise ModelLoadError(f"Could not load '{spec}': {type(e).__name__}.") from e
                 ex.interpreter.max_batch = self.config.max_batch
+                ex.interpreter.results = ByteLRU(self.config.cache_mb * 2**20, lambda c: c.nbytes(),
+                                                 self.config.session_cache_mb * 2**20)
                 ex.interpreter.enable_batching()
                 self._explorers[spec] = ex
             return ex
 
     def loaded(self) -> list[str]:
         return list(self._explorers)
+
+    def forget_session(self, session: Session) -> None:
+        """Release what a closed tab held: its share of the memory budget and of every result cache."""
+        self.budget.forget(session)
+        with self._lock:
+            explorers = list(self._explorers.values())
+        for ex in explorers:
+            ex.interpreter.results.drop_owner(session.session_id)
 
 
 @dataclass
@@ -136,6 +151,14 @@ class Session:
         if self.grid is None:
             raise InputError("Run a prompt first: the grid is empty.")
         return self.grid
+
+    @contextlib.contextmanager
+    def job_context(self, lm) -> Iterator[None]:
+        """Where this session's jobs run: its own control edit applied, cache entries charged to it."""
+        from explorer.control import applied
+
+        with applied(lm, self.edit), cache_owner(self.session_id):
+            yield
 
     def workdir(self) -> Path:
         d = Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id
