@@ -16,7 +16,7 @@ from explorer.ui.control_tab import build_control_tab
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.guard import app_kwargs
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
-from explorer.ui.study_tabs import build_compare_tab, build_evaluate_tab
+from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
 
 CSS = """
 .sx-details { font-size: 0.95rem; line-height: 1.5; padding: 0.4em 0.2em; }
@@ -128,6 +128,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             build_control_tab(registry, session, user_error)
         with gr.Tab("Compare", id="compare"):
             build_compare_tab(registry, session, user_error)
+        with gr.Tab("Cross-model", id="cross"):
+            build_cross_tab(registry, session, user_error)
         with gr.Tab("Evaluate", id="evaluate"):
             build_evaluate_tab(registry, session, user_error)
 

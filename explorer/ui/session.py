@@ -19,6 +19,7 @@ from pathlib import Path
 
 from explorer.api import Explorer
 from explorer.cache import ByteLRU, cache_owner
+from explorer.crossmodel import CrossReader
 from explorer.errors import InputError, ModelLoadError
 from explorer.grid import Grid
 from explorer.models import DEFAULT_MODEL
@@ -63,6 +64,7 @@ class ModelRegistry:
         self._explorers: dict[str, Explorer] = {}
         self._lock = threading.Lock()
         self.budget = SessionBudget(config.session_memory_mb * 2**20)
+        self._cross: dict[tuple[str, str], CrossReader] = {}
 
     def check_allowed(self, spec: str) -> str:
         spec = (spec or "").strip() or self.config.default_model
@@ -102,6 +104,20 @@ class ModelRegistry:
 
     def loaded(self) -> list[str]:
         return list(self._explorers)
+
+    def cross_reader(self, source: str, reader: str) -> CrossReader:
+        """The (cached) reader of ``source`` model states by ``reader``; the last four pairs are kept."""
+        key = (self.check_allowed(source), self.check_allowed(reader))
+        a, b = self.get(key[0]), self.get(key[1])
+        with self._lock:
+            cr = self._cross.pop(key, None)
+        if cr is None:
+            cr = CrossReader(a.lm, b.lm)
+        with self._lock:
+            self._cross[key] = cr
+            while len(self._cross) > 4:
+                self._cross.pop(next(iter(self._cross)))
+        return cr
 
     def forget_session(self, session: Session) -> None:
         """Release what a closed tab held: its share of the memory budget and of every result cache."""

@@ -1,4 +1,5 @@
-"""The Compare and Evaluate tabs: thin views over ``explorer.compare`` and ``explorer.evaluate``."""
+"""The Compare, Cross-model and Evaluate tabs: thin views over ``explorer.compare``,
+``explorer.crossmodel`` and ``explorer.evaluate``."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ from explorer.compare import compare_prompts
 from explorer.errors import InputError
 from explorer.evaluate import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
 from explorer.ui.explore import _as_int
-from explorer.ui.session import ModelRegistry, Session
+from explorer.ui.session import MODEL_PRESETS, ModelRegistry, Session
+
+MAX_CROSS_TOKENS = 32
 
 
 def _layers(text: str, n_layers: int) -> list[int]:
@@ -96,3 +99,80 @@ def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -
 
     run.click(on_eval, [session, positions, samples, step], [plot, ti_table, att_table], concurrency_id="study",
               concurrency_limit=1)
+
+
+def cross_read(registry: ModelRegistry, session: Session, reader: str, source_layer, reader_layer, tokens: str,
+               max_new_tokens, progress=None) -> tuple[str, pd.DataFrame]:
+    """Read cells of the session's grid with another model (or another layer of the same one)
+    through an affine map fitted on shared text; beside each, the source model's own reading."""
+    grid = session.require_grid()
+    ex = registry.get(session.model)
+    la = _as_int("source layer", source_layer)
+    if not 0 <= la <= grid.n_layers:
+        raise InputError(f"The source layer must be from 0 to {grid.n_layers}.")
+    if tokens is None or not str(tokens).strip():
+        positions = list(range(grid.n_tokens))
+    else:
+        try:
+            positions = [int(x) for x in str(tokens).replace(" ", "").split(",") if x]
+        except ValueError as e:
+            raise InputError("Tokens are positions separated by commas, e.g. 3,5,7 (empty: the whole row).") from e
+    bad = [t for t in positions if not 0 <= t < grid.n_tokens]
+    if bad or not positions:
+        raise InputError(f"Token positions must be from 0 to {grid.n_tokens - 1}; got {bad or 'none'}.")
+    positions = list(dict.fromkeys(positions))
+    if len(positions) > MAX_CROSS_TOKENS:
+        raise InputError(f"Read at most {MAX_CROSS_TOKENS} tokens at once; name them, e.g. 3,5,7.")
+    if progress is not None:
+        progress(0.1, desc=f"running the shared text through {session.model} and {reader or 'the reader'}")
+    cr = registry.cross_reader(session.model, reader)
+    n_b = cr.lm_b.n_layers
+    lb = (round(la * n_b / grid.n_layers) if reader_layer is None or not str(reader_layer).strip()
+          else _as_int("reader layer", reader_layer))
+    mapping = cr.map(la, lb)
+    mn = _as_int("max new tokens", max_new_tokens)
+    reader_ex = registry.get(reader)
+    own_settings = ex.settings(max_new_tokens=mn)
+    read_settings = reader_ex.settings(max_new_tokens=mn)
+    if progress is not None:
+        progress(0.4, desc=f"reading {len(positions)} states")
+    with session.job_context(ex.lm):
+        own = ex.interpret(grid, [(la, t) for t in positions], settings=own_settings, batch_size=16, relevancy=False)
+        _, across = cr.read(grid.hidden[la, positions], la, lb, read_settings, reader_ex.interpreter)
+    rows = []
+    for t, text in zip(positions, across):
+        cell = own.get(la, t)
+        rows.append({"token": t, "token_text": grid.tokens[t], f"{session.model} reads (layer {la})":
+                     cell.interpretation if cell else "", f"{reader} reads (layer {lb}, mapped)": text})
+    summary = (f"Affine map from layer {la} of **{session.model}** to layer {lb} of **{reader}**, fitted by least "
+               f"squares on {cr.n_tokens} tokens of shared text: R² {mapping.r2_train:.2f} on the fitting tokens, "
+               f"**{mapping.r2_heldout:.2f} on held-out tokens** (how much of the reader's state the map recovers; "
+               "readings through a map with low R² say little).")
+    return summary, pd.DataFrame(rows)
+
+
+def build_cross_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
+    gr.Markdown("Read your grid's states with **another model** (or another layer of the same one): the states "
+                "are carried into the reader's space by an affine map fitted by least squares on shared text, "
+                "then the reader interprets them with SelfIE. Both models must share a tokenizer. Run a prompt in "
+                "the Explore tab first.")
+    with gr.Row():
+        reader = gr.Dropdown(MODEL_PRESETS if registry.config.allow_any_model else [registry.config.default_model],
+                             value=registry.config.default_model, label="Reader model",
+                             allow_custom_value=registry.config.allow_any_model)
+        source_layer = gr.Number(10, precision=0, label="Source layer (your grid)")
+        reader_layer = gr.Textbox("", label="Reader layer (empty: same relative depth)")
+        tokens = gr.Textbox("", label="Token positions (empty: the whole row)", elem_id="sx-cross-tokens")
+        max_new = gr.Slider(4, 32, value=12, step=1, label="Max new tokens")
+    run = gr.Button("Fit the map and read", variant="primary", elem_id="sx-cross-run")
+    summary = gr.Markdown(elem_id="sx-cross-summary")
+    table = gr.Dataframe(wrap=True, elem_id="sx-cross-table")
+
+    def on_cross(sess: Session, rd, la, lb, tk, mn, progress=gr.Progress()):
+        try:
+            return cross_read(registry, sess, rd, la, lb, tk, mn, progress)
+        except Exception as e:
+            raise user_error(e) from None
+
+    run.click(on_cross, [session, reader, source_layer, reader_layer, tokens, max_new], [summary, table],
+              concurrency_id="study", concurrency_limit=1)

@@ -43,3 +43,48 @@ def test_the_global_budget_drops_the_longest_idle_grid_first():
     assert sessions[0].grid is None  # idle longest: dropped, its user is asked to run again
     assert newest.grid is not None and sessions[2].grid is not None
     assert registry.budget.total_bytes() <= registry.budget.max_bytes
+
+
+def test_cross_model_reading_maps_a_row_and_explains_bad_input(tiny):
+    import pytest
+
+    from explorer.api import Explorer
+    from explorer.errors import InputError
+    from explorer.ui.study_tabs import cross_read
+
+    registry = ModelRegistry(AppConfig())
+    s = Session()
+    with pytest.raises(InputError, match="Run a prompt first"):
+        cross_read(registry, s, "default", 10, None, "", 6)
+    run_prompt(registry, s, "default", "The Eiffel Tower is in Paris", False)
+    summary, table = cross_read(registry, s, "default", 12, None, "2,4", 6)
+    assert list(table["token"]) == [2, 4]
+    assert "layer 12 of **default** to layer 12" in summary and "held-out" in summary
+    assert all(isinstance(t, str) and t for t in table.iloc[:, 3])  # the mapped readings are text
+    # the same layer of the same model is (close to) the identity map: the reading is the model's own
+    assert registry.cross_reader("default", "default").map(12, 12).r2_heldout > 0.8
+    with pytest.raises(InputError, match="Token positions"):
+        cross_read(registry, s, "default", 12, None, "99", 6)
+    with pytest.raises(InputError, match="source layer"):
+        cross_read(registry, s, "default", 40, None, "", 6)
+    # another architecture and width (GPT-2, d=64) with the same tokenizer reads through its own map
+    registry._explorers["tiny-gpt2"] = Explorer(tiny("gpt2"))
+    summary, table = cross_read(registry, s, "tiny-gpt2", 12, None, "3", 4)
+    assert "to layer 1 of **tiny-gpt2**" in summary and len(table) == 1  # 12/30 of 3 blocks -> layer 1
+    assert registry.cross_reader("default", "tiny-gpt2").map(12, 1).weight.shape == (576, 64)
+    registry._explorers["words"] = Explorer(word_level_model(tiny("llama")))
+    with pytest.raises(InputError, match="tokenise the text differently"):
+        cross_read(registry, s, "words", 12, None, "2", 6)
+
+
+def word_level_model(base):
+    """A model whose (real, word-level) tokenizer splits text unlike the default's."""
+    import dataclasses
+
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    words = Tokenizer(models.WordLevel({"[UNK]": 0, "the": 1, "a": 2}, unk_token="[UNK]"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    return dataclasses.replace(base, tokenizer=PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]"),
+                               model_id="words")
