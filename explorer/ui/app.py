@@ -147,7 +147,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             return (f"Loaded **{ex.lm.model_id}**: {n} blocks, hidden size {ex.lm.hidden_size}, "
                     f"{ex.lm.dtype}, {ex.lm.device}.", gr.update(maximum=n - 1, value=min(1, n - 1)))
 
-        def on_run(model_spec: str, text: str, wrap: bool, sess: Session):
+        def on_run(model_spec: str, text: str, wrap: bool, sess: Session, request: gr.Request):
+            registry.bind(getattr(request, "session_hash", None), sess)
             try:
                 view = explore.run_prompt(registry, sess, model_spec, text, wrap)
             except Exception as e:
@@ -239,7 +240,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 raise user_error(e) from None
             return gr.update(value=str(path), visible=True)
 
-        def on_import(sess: Session, file):
+        def on_import(sess: Session, file, request: gr.Request):
+            registry.bind(getattr(request, "session_hash", None), sess)
             try:
                 path = file if isinstance(file, str) else getattr(file, "name", str(file))
                 from pathlib import Path as _P
@@ -266,6 +268,14 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
                 raise user_error(e) from None
             return tuple(gr.update(value=p, visible=True) for p in paths)
 
+        # Gradio deletes a closed tab's gr.State only an hour later (in case the user comes back);
+        # what the session holds (grid, readings, edit, cache share) is freed as soon as the tab closes.
+        # Handlers that give a session something to hold bind it to its connection (not a load event:
+        # that would race the first click for the creation of the state).
+        def on_close(request: gr.Request) -> None:
+            registry.release(request.session_hash)
+
+        demo.unload(on_close)
         load_btn.click(on_load, [model, session], [status, k], concurrency_limit=1, concurrency_id="load")
         run_evt = dict(fn=gpu(on_run), inputs=[model, prompt, chat, session],
                        outputs=[grid_plot, details, table, status, page], concurrency_limit=4,

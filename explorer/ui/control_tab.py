@@ -218,7 +218,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             raise user_error(e) from None
 
     def on_supervised(sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta, tests,
-                      progress=gr.Progress()):
+                      request: gr.Request, progress=gr.Progress()):
+        registry.bind(getattr(request, "session_hash", None), sess)
         try:
             for curve, before, after, answers, status in run_supervised(
                     registry, sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta, tests, progress):
@@ -226,7 +227,9 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         except Exception as e:
             raise user_error(e) from None
 
-    def on_reinforcement(sess, prompt, layer, concept, keywords, judge, steps, lr, progress=gr.Progress()):
+    def on_reinforcement(sess, prompt, layer, concept, keywords, judge, steps, lr, request: gr.Request,
+                         progress=gr.Progress()):
+        registry.bind(getattr(request, "session_hash", None), sess)
         try:
             for curve, table, status in run_reinforcement(registry, sess, prompt, layer, concept, keywords, judge,
                                                           steps, lr, progress):
@@ -255,7 +258,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         path = sess.edit.save(sess.workdir() / f"{sess.edit.edit_id}.safetensors")
         return gr.update(value=str(path), visible=True)
 
-    def on_load(sess: Session, file):
+    def on_load(sess: Session, file, request: gr.Request):
+        registry.bind(getattr(request, "session_hash", None), sess)
         try:
             if file is None:
                 raise InputError("No file was uploaded.")

@@ -65,6 +65,7 @@ class ModelRegistry:
         self._lock = threading.Lock()
         self.budget = SessionBudget(config.session_memory_mb * 2**20)
         self._cross: dict[tuple[str, str], CrossReader] = {}
+        self._by_connection: dict[str, Session] = {}
 
     def check_allowed(self, spec: str) -> str:
         spec = (spec or "").strip() or self.config.default_model
@@ -104,6 +105,22 @@ class ModelRegistry:
 
     def loaded(self) -> list[str]:
         return list(self._explorers)
+
+    def bind(self, session_hash: str | None, session: Session) -> None:
+        """Remember which browser connection a session belongs to, so closing the tab can free it."""
+        if session_hash:
+            with self._lock:
+                self._by_connection[session_hash] = session
+
+    def release(self, session_hash: str | None) -> Session | None:
+        """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
+        cache share now. Returns the freed session, if there was one."""
+        with self._lock:
+            session = self._by_connection.pop(session_hash or "", None)
+        if session is not None:
+            self.forget_session(session)
+            session.close()
+        return session
 
     def cross_reader(self, source: str, reader: str) -> CrossReader:
         """The (cached) reader of ``source`` model states by ``reader``; the last four pairs are kept."""

@@ -34,7 +34,8 @@ def browser():
 
 
 @pytest.fixture(scope="session")
-def app_url():
+def app_demo():
+    """The running app's Blocks (``.sx_registry`` is its model registry) with ``.sx_url``."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     from explorer.ui.app import CSS, build_app
     from explorer.ui.guard import app_kwargs
@@ -45,8 +46,14 @@ def app_url():
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, css=CSS, quiet=True,
                 app_kwargs=app_kwargs())
-    yield f"http://127.0.0.1:{port}"
+    demo.sx_url = f"http://127.0.0.1:{port}"
+    yield demo
     demo.close()
+
+
+@pytest.fixture(scope="session")
+def app_url(app_demo):
+    return app_demo.sx_url
 
 
 class RequestLog:

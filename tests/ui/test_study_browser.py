@@ -27,3 +27,25 @@ def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     text = page.inner_text("#sx-cross-table")
     assert "city" in text and "Tower" in text  # tokens 7 and 3 of the prompt
     assert page.requests.foreign() == []
+
+
+def test_closing_the_tab_frees_the_session_at_once(browser, app_demo):
+    import time
+
+    registry = app_demo.sx_registry
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(app_demo.sx_url)
+    run_prompt(page, "A prompt whose grid should not outlive its tab")
+    held = [s for s in registry._by_connection.values() if s.grid is not None
+            and s.grid.prompt == "A prompt whose grid should not outlive its tab"]
+    assert len(held) == 1
+    session = held[0]
+    assert registry.budget.total_bytes() >= session.nbytes() > 0
+    context.close()
+    deadline = time.monotonic() + 30
+    while session.grid is not None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert session.grid is None and session.results is None
+    assert session not in registry._by_connection.values()
+    assert session.session_id not in registry.budget._sessions
