@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.ui.conftest import run_prompt
+from tests.ui.test_explore_browser import screenshot
 
 pytestmark = pytest.mark.browser
 
@@ -13,6 +14,7 @@ def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     page.get_by_role("tab", name="Cross-model").click()
     page.click("#sx-cross-run")  # no grid yet: a clear message, nothing breaks
     page.wait_for_function("() => document.body.innerText.includes('Run a prompt first')", timeout=30_000)
+    page.locator(".toast-close").first.click()
     page.get_by_role("tab", name="Explore").click()
     run_prompt(page, "The Eiffel Tower is in the city of")
     page.get_by_role("tab", name="Cross-model").click()
@@ -26,6 +28,7 @@ def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     assert rows == 2
     text = page.inner_text("#sx-cross-table")
     assert "city" in text and "Tower" in text  # tokens 7 and 3 of the prompt
+    screenshot(page, "cross_model.png")
     assert page.requests.foreign() == []
 
 
