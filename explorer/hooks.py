@@ -43,12 +43,15 @@ def _replace_output(output, hidden: torch.Tensor):
 
 
 @contextlib.contextmanager
-def _activated(token: int) -> Iterator[None]:
+def _active(token: int, handles: Sequence[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
+    """Switch the hooks behind ``token`` on for this context, and remove them when it ends."""
     reset = _ACTIVE.set(_ACTIVE.get() | {token})
     try:
         yield
     finally:
         _ACTIVE.reset(reset)
+        for h in handles:
+            h.remove()
 
 
 @contextlib.contextmanager
@@ -61,12 +64,8 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor]) ->
             return None
         return _join_input(args, kwargs, fn(_split_input(args, kwargs)))
 
-    handle = module.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        with _activated(token):
-            yield
-    finally:
-        handle.remove()
+    with _active(token, [module.register_forward_pre_hook(hook, with_kwargs=True)]):
+        yield
 
 
 @contextlib.contextmanager
@@ -79,12 +78,8 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor, tuple], torch.Ten
             return None
         return _replace_output(output, fn(output_tensor(output), args))
 
-    handle = module.register_forward_hook(hook)
-    try:
-        with _activated(token):
-            yield
-    finally:
-        handle.remove()
+    with _active(token, [module.register_forward_hook(hook)]):
+        yield
 
 
 @contextlib.contextmanager
@@ -107,12 +102,8 @@ def record(modules: Sequence[nn.Module], *, inputs: bool = False) -> Iterator[li
                 if token in _ACTIVE.get():
                     store[i].append(output_tensor(output))
             handles.append(module.register_forward_hook(post))
-    try:
-        with _activated(token):
-            yield store
-    finally:
-        for h in handles:
-            h.remove()
+    with _active(token, handles):
+        yield store
 
 
 def overwrite_positions(
