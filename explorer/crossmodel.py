@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,8 +42,15 @@ def _r2(pred: torch.Tensor, true: torch.Tensor) -> float:
     return float(1 - ss_res / ss_tot)
 
 
+SHARED_TEXT = Path(__file__).with_name("data") / "shared_text.txt"
+
+
 def _corpus_texts(texts: list[str] | None) -> list[str]:
-    return texts or [s for s in CORPUS.read_text(encoding="utf-8").splitlines() if s.strip()]
+    """The evaluation corpus plus ~70 everyday sentences: ~1,400 tokens, more than the width of small
+    models, so the least-squares problem is overdetermined."""
+    if texts:
+        return texts
+    return [s for f in (CORPUS, SHARED_TEXT) for s in f.read_text(encoding="utf-8").splitlines() if s.strip()]
 
 
 def _stacks(lm_a: LoadedModel, lm_b: LoadedModel, texts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
