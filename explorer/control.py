@@ -97,6 +97,30 @@ class Edit:
         save_file({k: v.detach().to("cpu").contiguous() for k, v in self.params.items()}, str(path), metadata=meta)
         return path
 
+    def to_base64(self) -> str:
+        """The same bytes as :meth:`save`, as text (so a shared session's JSON can carry the edit)."""
+        import base64
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as d:
+            return base64.b64encode(self.save(Path(d) / "edit.safetensors").read_bytes()).decode("ascii")
+
+    @classmethod
+    def from_base64(cls, text: str, lm: LoadedModel | None = None) -> Edit:
+        """Inverse of :meth:`to_base64`, with the same checks as :meth:`load`."""
+        import base64
+        import binascii
+        import tempfile
+
+        try:
+            raw = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError, TypeError) as e:
+            raise EditError("The embedded edit is not valid base64.") from e
+        with tempfile.TemporaryDirectory() as d:
+            path = Path(d) / "edit.safetensors"
+            path.write_bytes(raw)
+            return cls.load(path, lm)
+
     @classmethod
     def load(cls, path: str | Path, lm: LoadedModel | None = None) -> Edit:
         """Load and (given ``lm``) check model, layer and shapes; EditError says what is wrong."""

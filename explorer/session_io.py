@@ -1,9 +1,9 @@
 """Sharing: a whole session as JSON with provenance, and "copy as Python" for the current view.
 
 The export holds everything needed to see the same thing again: model, prompt, chat wrapping,
-interpretation settings, every result, and the control edit's metadata (its tensors go in a
-separate .safetensors file when there is one). Import restores identical results without
-recomputing them.
+interpretation settings, every result, and the control edit (its metadata, and its tensors as
+base64-encoded safetensors bytes: no pickle). Import restores identical results without
+recomputing them, and the edit with them.
 """
 
 from __future__ import annotations
@@ -84,5 +84,15 @@ def copy_as_python(snap: SessionSnapshot) -> str:
         "print(res.to_frame(compat=True).to_string())",
     ]
     if snap.edit:
-        lines.insert(5, f"# note: the original view had a control edit applied: {snap.edit.get('edit_id')}")
+        # The edit's tensors are in the session file, not in the snippet: load them from there.
+        lines[1:1] = ["import json", "from explorer.control import Edit, applied"]
+        at = lines.index(f"ex = Explorer.load({snap.model!r})") + 1
+        lines[at:at] = [
+            f"# the view had control edit {snap.edit.get('edit_id')}: it travels in the exported session file",
+            'session = json.load(open("selfie_session.json", encoding="utf-8"))',
+            'edit = Edit.from_base64(session["edit"]["safetensors_base64"], ex.lm)',
+            "with applied(ex.lm, edit):",
+        ]
+        body = lines[at + 4:]
+        lines[at + 4:] = ["    " + line for line in body[:-1]] + [body[-1]]
     return "\n".join(lines) + "\n"

@@ -264,7 +264,8 @@ def snapshot(session: Session):
     grid = session.require_grid()
     edit = None
     if session.edit is not None:
-        edit = {"edit_id": session.edit.edit_id, **{k: v for k, v in session.edit.meta.items() if k != "losses"}}
+        edit = {"edit_id": session.edit.edit_id, **{k: v for k, v in session.edit.meta.items() if k != "losses"},
+                "layer": session.edit.layer, "safetensors_base64": session.edit.to_base64()}
     return SessionSnapshot(model=session.model, prompt=grid.prompt, chat=grid.chat, settings=dict(session.settings),
                            results=session.results, edit=edit, provenance=dict(grid.provenance))
 
@@ -274,6 +275,23 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
     from explorer.session_io import import_session
 
     snap = import_session(text)
+    note = ""
+    if snap.edit:
+        if not snap.edit.get("safetensors_base64"):
+            note = (f" The original view had control edit {snap.edit.get('edit_id')}, which this file does not "
+                    "carry; results are as exported, new readings use the unedited model.")
+        else:
+            from explorer.control import Edit
+            from explorer.errors import EditError
+
+            try:
+                edit = Edit.from_base64(snap.edit["safetensors_base64"], registry.get(snap.model).lm)
+            except EditError as e:
+                raise InputError(f"The session's control edit cannot be restored: {e}") from e
+            if snap.edit.get("edit_id") not in (None, edit.edit_id):
+                raise InputError("The session's control edit does not match its recorded id; the file is damaged.")
+            session.edit = edit
+            note = f" Its control edit {edit.edit_id} is applied again."
     view = run_prompt(registry, session, snap.model, snap.prompt, snap.chat)
     with session.lock:
         for cell in snap.results.cells:
@@ -282,7 +300,7 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
         session.settings = dict(snap.settings)
     ex = registry.get(session.model)
     return View(figure_for(ex, session), view.details, results_table(session),
-                f"Imported {len(snap.results.cells)} results for {snap.prompt!r} ({snap.model}).")
+                f"Imported {len(snap.results.cells)} results for {snap.prompt!r} ({snap.model}).{note}")
 
 
 def export_files(ex: Explorer, session: Session) -> tuple[str, str, str]:

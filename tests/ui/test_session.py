@@ -90,3 +90,54 @@ def word_level_model(base):
     words.pre_tokenizer = pre_tokenizers.Whitespace()
     return dataclasses.replace(base, tokenizer=PreTrainedTokenizerFast(tokenizer_object=words, unk_token="[UNK]"),
                                model_id="words")
+
+
+def test_a_shared_session_carries_its_control_edit(tmp_path):
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import pytest
+    import torch
+
+    from explorer.control import TrainSettings, concept_state, supervised_control
+    from explorer.errors import InputError
+    from explorer.session_io import copy_as_python, export_session
+    from explorer.ui.explore import restore, snapshot
+
+    registry = ModelRegistry(AppConfig())
+    ex = registry.get("default")
+    prompt = "The Eiffel Tower is in the city of"
+    edit = supervised_control(ex.lm, prompt, 10, [3], concept_state(ex.lm, "an elephant", 10),
+                              TrainSettings(steps=3)).edit
+    plain, a, b = Session(), Session(), Session()
+    run_prompt(registry, plain, "default", prompt, False)
+    a.edit = edit
+    run_prompt(registry, a, "default", prompt, False)
+    assert not torch.equal(a.grid.hidden[12], plain.grid.hidden[12])  # the edit is in a's grid
+    settings = ex.settings("refers_to", max_new_tokens=5)
+    drain(interpret_cells(registry, a, [(12, 3), (20, 7)], settings, batch_size=2))
+    text = export_session(snapshot(a))
+
+    view = restore(registry, b, text)
+    assert "control edit" in view.status and b.edit.edit_id == a.edit.edit_id
+    assert torch.equal(b.grid.hidden, a.grid.hidden)
+    assert b.results.records() == a.results.records()
+    drain(interpret_cells(registry, b, [(15, 3)], settings, batch_size=1))
+    drain(interpret_cells(registry, a, [(15, 3)], settings, batch_size=1))
+    assert b.results.get(15, 3).interpretation == a.results.get(15, 3).interpretation
+
+    damaged = json.loads(text)
+    damaged["edit"]["safetensors_base64"] = damaged["edit"]["safetensors_base64"][:-40] + "A" * 40
+    with pytest.raises(InputError, match="control edit"):
+        restore(registry, Session(), json.dumps(damaged))
+
+    # "Copy as Python" loads the edit from the exported file and reproduces the table.
+    (tmp_path / "selfie_session.json").write_text(text, encoding="utf-8")
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run([sys.executable, "-c", copy_as_python(snapshot(a))], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300, env={**__import__("os").environ, "PYTHONPATH": str(root)})
+    assert out.returncode == 0, out.stderr
+    for cell in a.results.cells:
+        assert cell.interpretation in out.stdout
