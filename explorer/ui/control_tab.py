@@ -172,7 +172,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         with gr.Row():
             s_before = gr.Textbox(label="Source reading before", elem_id="sx-s-before")
             s_after = gr.Textbox(label="Source reading after", elem_id="sx-s-after")
-        s_answers = gr.Dataframe(label="Answers before / after", wrap=True, elem_id="sx-s-answers",
+        s_answers = gr.Dataframe(headers=["prompt", "before", "after", "changed"], label="Answers before / after",
+                                 wrap=True, elem_id="sx-s-answers",
                                  column_widths=["20%", "35%", "35%", "10%"])
     with gr.Tab("Reinforcement"):
         with gr.Row():
@@ -186,7 +187,7 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             r_lr = gr.Number(2e-3, label="Learning rate")
         r_run = gr.Button("Apply Reinforcement Control", variant="primary")
         r_curve = gr.Plot(label="Reward")
-        r_table = gr.Dataframe(label="Readings before / after", wrap=True)
+        r_table = gr.Dataframe(headers=["token", "before", "after"], label="Readings before / after", wrap=True)
     with gr.Tab("Steering"):
         with gr.Row():
             v_prompt = gr.Textbox("Write one sentence about my neighbour.", label="Prompt", scale=3)

@@ -37,7 +37,8 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         max_new = gr.Slider(4, 32, value=10, step=1, label="Max new tokens")
     run = gr.Button("Compare", variant="primary")
     plot = gr.Plot()
-    table = gr.Dataframe(wrap=True)
+    table = gr.Dataframe(headers=["layer", "token_a", "token_b", "text_a", "text_b", "reading_a", "reading_b", "differs"],
+                         column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
 
     def on_compare(sess: Session, pa, pb, ls, mn, progress=gr.Progress(track_tqdm=True)):
         try:
@@ -166,7 +167,8 @@ def build_cross_tab(registry: ModelRegistry, session: gr.State, user_error) -> N
         max_new = gr.Slider(4, 32, value=12, step=1, label="Max new tokens")
     run = gr.Button("Fit the map and read", variant="primary", elem_id="sx-cross-run")
     summary = gr.Markdown(elem_id="sx-cross-summary")
-    table = gr.Dataframe(wrap=True, elem_id="sx-cross-table")
+    table = gr.Dataframe(headers=["token", "token_text", "source model reads", "reader reads (mapped)"], wrap=True,
+                         elem_id="sx-cross-table")
 
     def on_cross(sess: Session, rd, la, lb, tk, mn, progress=gr.Progress()):
         try:

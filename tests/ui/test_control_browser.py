@@ -20,7 +20,8 @@ def test_short_supervised_edit_shows_before_and_after(page):
     after = page.input_value("#sx-s-after textarea")
     assert before.strip() and after.strip() and before != after
     assert "elephant" in after.lower()
-    page.wait_for_function("() => document.querySelectorAll('#sx-s-answers [role=grid]').length > 0")
+    page.wait_for_function("() => { const g = document.querySelector('#sx-s-answers [role=grid]');"
+                           " return g && Number(g.getAttribute('aria-rowcount')) - 1 >= 3; }")  # default test prompts
     status = page.inner_text("#sx-edit-status")
     assert "edit-" in status and "lower" in status
     screenshot(page, "control_supervised.png")
