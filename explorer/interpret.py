@@ -10,9 +10,10 @@ How a batch of B cells is read (METHOD.md section 1):
 3. A short greedy loop over the model's own forward and cache decodes; rows that reach EOS leave
    the batch, and the loop ends when every row has ended. p(y_j | with state) is read from this
    loop's own logits.
-4. Relevancy needs p(y_j | without state): the unpatched prompt's cache (computed once per
-   template) is repeated for the distinct generated sequences, which are teacher-forced in one
-   pass. This runs after the text is out, so text streams first.
+4. Relevancy needs p(y_j | without state): the distinct generated sequences are teacher-forced
+   after the unpatched prompt's cache (computed once per template), as one prefix tree in one
+   pass, so shared first tokens are computed once and nothing is padded. This runs after the
+   text is out, so text streams first.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from explorer.errors import InputError
 from explorer.grid import Grid
 from explorer.hooks import MODEL_VARIANT, inject
 from explorer.models import LoadedModel
+from explorer.prefix_tree import PrefixTree, pack
 from explorer.prompts import InterpretationPrompt, Template, build_interpretation_prompt, get_template
 from explorer.results import CellInterpretation
 from explorer.scheduler import BatchScheduler
@@ -125,6 +127,7 @@ class Interpreter:
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     results: ByteLRU = field(init=False, repr=False)
     scheduler: BatchScheduler | None = field(init=False, repr=False, default=None)
+    _tree_ok: bool | None = field(default=None, repr=False)  # prefix-tree relevancy pass checked on this model
 
     def __post_init__(self) -> None:
         self.results = ByteLRU(self.cache_bytes, lambda c: c.nbytes(), self.cache_bytes_per_owner)
@@ -224,41 +227,70 @@ class Interpreter:
 
     # ------------------------------------------------------------------ relevancy
     def p_without(self, generated: Sequence[Sequence[int]], settings: InterpretSettings,
-                  chunk_rows: int = 16) -> list[list[float]]:
+                  max_nodes: int = 512) -> list[list[float]]:
         """p(y_j | prefix, placeholders unpatched) for each generated sequence, teacher-forced.
 
-        Identical sequences are computed once; the unpatched prompt's cache is shared.
+        Identical sequences and shared prefixes are computed once (a prefix tree in one pass per
+        ``max_nodes`` nodes, see ``explorer.prefix_tree``); the unpatched prompt's cache is shared.
+        The first time, the tree pass is checked against a plain padded batch: a model whose
+        attention ignores custom masks keeps the padded batch.
         """
-        lm = self.lm
         state = self.prompt_state(settings)
         first = state.unpatched_last_logprobs
         unique: dict[tuple[int, ...], int] = {}
         for seq in generated:
-            unique.setdefault(tuple(seq), len(unique))
+            unique.setdefault(tuple(int(t) for t in seq), len(unique))
         seqs = list(unique)
-        values: list[list[float]] = [[] for _ in seqs]
-        for i, seq in enumerate(seqs):
-            if seq:
-                values[i].append(float(first[seq[0]].exp()))
+        values: list[list[float]] = [[float(first[s[0]].exp())] if s else [] for s in seqs]
         long_rows = [i for i, s in enumerate(seqs) if len(s) > 1]
-        pad = next(iter(sorted(lm.eos_token_ids)), 0)
         with torch.inference_mode():
-            for start in range(0, len(long_rows), chunk_rows):
-                rows = long_rows[start:start + chunk_rows]
-                width = max(len(seqs[r]) for r in rows)
-                inp = torch.full((len(rows), width - 1), pad, dtype=torch.long)
-                tgt = torch.full((len(rows), width - 1), pad, dtype=torch.long)
-                for j, r in enumerate(rows):
-                    s = torch.tensor(seqs[r])
-                    inp[j, : len(s) - 1] = s[:-1]
-                    tgt[j, : len(s) - 1] = s[1:]
-                cache = _repeat_cache(state.unpatched_cache, len(rows))
-                out = lm.model(input_ids=inp.to(lm.device), past_key_values=cache, use_cache=True)
-                logp = torch.log_softmax(out.logits.float(), dim=-1)
-                p = logp.gather(2, tgt.to(lm.device)[..., None])[..., 0].exp().cpu()
-                for j, r in enumerate(rows):
-                    values[r].extend(p[j, : len(seqs[r]) - 1].tolist())
-        return [values[unique[tuple(seq)]] for seq in generated]
+            for group in pack([seqs[i] for i in long_rows], max_nodes):
+                rows = [long_rows[g] for g in group]
+                group_seqs = [seqs[r] for r in rows]
+                if self._tree_ok is not False:
+                    got = self._p_tree(state, group_seqs)
+                    if self._tree_ok is None:
+                        ref = self._p_padded(state, group_seqs)
+                        self._tree_ok = all(len(a) == len(b) and all(abs(x - y) < 1e-3 for x, y in zip(a, b))
+                                            for a, b in zip(got, ref))
+                        got = got if self._tree_ok else ref
+                else:
+                    got = self._p_padded(state, group_seqs)
+                for r, probs in zip(rows, got):
+                    values[r].extend(probs)
+        return [values[unique[tuple(int(t) for t in seq)]] for seq in generated]
+
+    def _p_tree(self, state: _PromptState, seqs: list[tuple[int, ...]]) -> list[list[float]]:
+        """p(seq[j+1] | seq[:j+1]) for j >= 0, all sequences as one prefix tree in one forward pass."""
+        lm = self.lm
+        tree = PrefixTree.build(seqs)
+        prompt_len = len(state.prompt.ids)
+        out = lm.model(input_ids=torch.tensor([tree.tokens], device=lm.device),
+                       attention_mask=tree.attention_mask(prompt_len, lm.dtype, lm.device),
+                       position_ids=tree.position_ids(prompt_len, lm.device),
+                       past_key_values=_repeat_cache(state.unpatched_cache, 1), use_cache=True)
+        logp = torch.log_softmax(out.logits[0].float(), dim=-1)
+        result = []
+        for seq, path in zip(seqs, tree.paths):
+            targets = torch.tensor(seq[1:], device=lm.device)
+            result.append(logp[torch.tensor(path, device=lm.device), targets].exp().cpu().tolist())
+        return result
+
+    def _p_padded(self, state: _PromptState, seqs: list[tuple[int, ...]]) -> list[list[float]]:
+        """The same as :meth:`_p_tree` as a right-padded batch (one row per sequence)."""
+        lm = self.lm
+        pad = next(iter(sorted(lm.eos_token_ids)), 0)
+        width = max(len(s) for s in seqs)
+        inp = torch.full((len(seqs), width - 1), pad, dtype=torch.long)
+        tgt = torch.full((len(seqs), width - 1), pad, dtype=torch.long)
+        for j, seq in enumerate(seqs):
+            t = torch.tensor(seq)
+            inp[j, : len(t) - 1] = t[:-1]
+            tgt[j, : len(t) - 1] = t[1:]
+        out = lm.model(input_ids=inp.to(lm.device), past_key_values=_repeat_cache(state.unpatched_cache, len(seqs)),
+                       use_cache=True)
+        p = torch.log_softmax(out.logits.float(), dim=-1).gather(2, tgt.to(lm.device)[..., None])[..., 0].exp().cpu()
+        return [p[j, : len(seq) - 1].tolist() for j, seq in enumerate(seqs)]
 
     # ------------------------------------------------------------------ cells
     def _cell_key(self, grid: Grid, layer: int, token: int, settings: InterpretSettings) -> tuple:

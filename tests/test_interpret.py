@@ -157,3 +157,62 @@ def test_bad_batch_size(lm, grid, settings):
     for bs in (0, -3, 10**6, 2.5):
         with pytest.raises(InputError):
             list(Interpreter(lm).iter_cells(grid, [(1, 1)], settings, batch_size=bs))
+
+
+def _continuations(lm, settings, n=12):
+    """Real greedy continuations of ``n`` states: they share first tokens and differ in length."""
+    grid = capture(lm, "The Eiffel Tower is in the city of Paris")
+    vectors = torch.stack([grid.hidden[layer, token] for layer in (0, lm.n_layers // 2, lm.n_layers)
+                           for token in range(n // 3)])
+    return Interpreter(lm).generate_now(vectors, settings).ids
+
+
+@pytest.mark.parametrize("arch", ["real", *TINY_ARCHS])
+def test_prefix_tree_relevancy_pass_equals_the_padded_batch(lm, tiny, arch):
+    model = lm if arch == "real" else tiny(arch)
+    settings = make_settings(model, max_new_tokens=8)
+    seqs = _continuations(model, settings)
+    seqs = [*seqs, [*seqs[0][:2], 7, 8], [*seqs[0][:2], 9]]  # two more that branch off the first one
+    interp = Interpreter(model)
+    state = interp.prompt_state(settings)
+    long = [tuple(s) for s in seqs if len(s) > 1]
+    tree, padded = interp._p_tree(state, long), interp._p_padded(state, long)
+    for a, b in zip(tree, padded):
+        assert len(a) == len(b)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+    got = interp.p_without(seqs, settings, max_nodes=16)  # several packed groups
+    assert interp._tree_ok is True
+    assert [len(g) for g in got] == [len(s) for s in seqs]
+    for seq, probs in zip(long, tree):
+        assert got[seqs.index(list(seq))][1:] == pytest.approx(probs, abs=1e-5)
+
+
+def test_a_model_that_ignores_the_tree_mask_keeps_the_padded_batch(lm, settings):
+    class MaskBlind(Interpreter):
+        def _p_tree(self, state, seqs):  # what a model ignoring custom 4D masks would give: wrong numbers
+            return [[p * 0.5 for p in row] for row in super()._p_tree(state, seqs)]
+
+    seqs = _continuations(lm, settings)
+    blind, plain = MaskBlind(lm), Interpreter(lm)
+    plain._tree_ok = False
+    assert blind.p_without(seqs, settings) == plain.p_without(seqs, settings)
+    assert blind._tree_ok is False
+
+
+def test_prefix_tree_computes_each_prefix_once():
+    from explorer.prefix_tree import PrefixTree, pack
+
+    seqs = [(1, 2, 3, 4), (1, 2, 5), (1, 2, 3, 6), (7,), (7, 8)]
+    tree = PrefixTree.build(seqs)
+    # inputs are seq[:-1]: prefixes (1), (1,2), (1,2,3), (7): four nodes
+    assert tree.tokens == [1, 2, 3, 7] and tree.parents == [-1, 0, 1, -1] and tree.depths == [0, 1, 2, 0]
+    assert tree.paths == [[0, 1, 2], [0, 1], [0, 1, 2], [], [3]]
+    sees = tree.ancestry()
+    assert sees[2].tolist() == [True, True, True, False] and sees[3].tolist() == [False, False, False, True]
+    mask = tree.attention_mask(5, torch.float32, "cpu")
+    assert mask.shape == (1, 1, 4, 9) and (mask[0, 0, :, :5] == 0).all() and mask[0, 0, 0, 6] < -1e30
+    assert tree.position_ids(5, "cpu").tolist() == [[5, 6, 7, 5]]
+    groups = pack(seqs, max_nodes=3)
+    assert sorted(i for g in groups for i in g) == list(range(5))
+    for g in groups:
+        assert len(PrefixTree.build([seqs[i] for i in g])) <= 3 or len(g) == 1
