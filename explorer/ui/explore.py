@@ -276,6 +276,7 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
 
     snap = import_session(text)
     note = ""
+    imported_edit = None
     if snap.edit:
         if not snap.edit.get("safetensors_base64"):
             note = (f" The original view had control edit {snap.edit.get('edit_id')}, which this file does not "
@@ -290,9 +291,16 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
                 raise InputError(f"The session's control edit cannot be restored: {e}") from e
             if snap.edit.get("edit_id") not in (None, edit.edit_id):
                 raise InputError("The session's control edit does not match its recorded id; the file is damaged.")
-            session.edit = edit
+            imported_edit = edit
             note = f" Its control edit {edit.edit_id} is applied again."
-    view = run_prompt(registry, session, snap.model, snap.prompt, snap.chat)
+    previous_edit = session.edit
+    if imported_edit is not None:
+        session.edit = imported_edit
+    try:
+        view = run_prompt(registry, session, snap.model, snap.prompt, snap.chat)
+    except Exception:
+        session.edit = previous_edit  # a failed import leaves the session as it was
+        raise
     with session.lock:
         for cell in snap.results.cells:
             session.grid.check_cell(cell.layer, cell.token)

@@ -123,7 +123,8 @@ class ModelRegistry:
         return session
 
     def cross_reader(self, source: str, reader: str) -> CrossReader:
-        """The (cached) reader of ``source`` model states by ``reader``; the last four pairs are kept."""
+        """The (cached) reader of ``source`` model states by ``reader``; the last two pairs are kept
+        (each holds every layer's states of the shared text: ~100 MB per model for SmolLM2)."""
         key = (self.check_allowed(source), self.check_allowed(reader))
         a, b = self.get(key[0]), self.get(key[1])
         with self._lock:
@@ -132,7 +133,7 @@ class ModelRegistry:
             cr = CrossReader(a.lm, b.lm)
         with self._lock:
             self._cross[key] = cr
-            while len(self._cross) > 4:
+            while len(self._cross) > 2:
                 self._cross.pop(next(iter(self._cross)))
         return cr
 

@@ -132,6 +132,11 @@ def test_a_shared_session_carries_its_control_edit(tmp_path):
     damaged["edit"]["safetensors_base64"] = damaged["edit"]["safetensors_base64"][:-40] + "A" * 40
     with pytest.raises(InputError, match="control edit"):
         restore(registry, Session(), json.dumps(damaged))
+    empty_prompt = {**json.loads(text), "prompt": "   "}
+    untouched = Session()
+    with pytest.raises(InputError):
+        restore(registry, untouched, json.dumps(empty_prompt))
+    assert untouched.edit is None and untouched.grid is None  # a failed import leaves the session as it was
 
     # "Copy as Python" loads the edit from the exported file and reproduces the table.
     (tmp_path / "selfie_session.json").write_text(text, encoding="utf-8")
