@@ -101,6 +101,30 @@ def measure_batch(lm: LoadedModel, grid: Grid, settings: InterpretSettings, batc
     return out
 
 
+def measure_relevancy_pass(lm: LoadedModel, grid: Grid, settings: InterpretSettings, batch: int,
+                           batches: int) -> dict:
+    """The relevancy pass over real generations, as one prefix tree and as a padded batch (interleaved)."""
+    cells = [(layer, token) for layer in range(grid.n_rows) for token in range(grid.n_tokens)]
+    interp = Interpreter(lm, cache_bytes=0)
+    state = interp.prompt_state(settings)
+    tree_s = padded_s = 0.0
+    max_diff = 0.0
+    for start in range(0, batch * batches, batch):
+        chunk = cells[start:start + batch]
+        ids = interp.generate(torch.stack([grid.hidden[layer, token] for layer, token in chunk]), settings).ids
+        seqs = list(dict.fromkeys(tuple(s) for s in ids if len(s) > 1))
+        with torch.inference_mode():
+            t = time.perf_counter()
+            tree = interp._p_tree(state, seqs)
+            tree_s += time.perf_counter() - t
+            t = time.perf_counter()
+            padded = interp._p_padded(state, seqs)
+            padded_s += time.perf_counter() - t
+        max_diff = max([max_diff, *(abs(x - y) for a, b in zip(tree, padded) for x, y in zip(a, b))])
+    return {"relevancy_tree_ms": 1000 * tree_s / batches, "relevancy_padded_ms": 1000 * padded_s / batches,
+            "relevancy_max_diff": max_diff}
+
+
 def measure_latency(lm: LoadedModel, grid: Grid, settings: InterpretSettings) -> dict:
     """A click as the app sees it: first streamed text, the full cell, and the same cell again."""
     interp = Interpreter(lm)
@@ -154,6 +178,8 @@ def bench(lm: LoadedModel, *, quick: bool = False, batch_sizes: list[int] | None
         by_batch[str(b)] = measure_batch(lm, grid, settings, b, min(n, total))
         log(f"  {by_batch[str(b)]}")
     best = max(by_batch, key=lambda b: by_batch[b]["cells_per_s"])
+    log("relevancy pass: prefix tree vs padded batch ...")
+    relevancy = measure_relevancy_pass(lm, grid, settings, batch=32, batches=1 if quick else 4)
     log("latency ...")
     latency = measure_latency(lm, grid, replace(settings))
     log("forward passes ...")
@@ -165,7 +191,7 @@ def bench(lm: LoadedModel, *, quick: bool = False, batch_sizes: list[int] | None
         "max_new_tokens": max_new_tokens, "best_batch": int(best),
         "cells_per_s": by_batch[best]["cells_per_s"], "text_cells_per_s": by_batch[best]["text_cells_per_s"],
         "bound_cells_per_s": by_batch[best]["bound_cells_per_s"], "ratio": by_batch[best]["ratio"],
-        "text_ratio": by_batch[best]["text_ratio"], "by_batch": by_batch, **latency,
+        "text_ratio": by_batch[best]["text_ratio"], "by_batch": by_batch, **relevancy, **latency,
         "grid_forward_ms": grid_ms, "plain_forward_ms": plain_ms, "peak_rss_mb": peak,
     }
 
@@ -177,6 +203,8 @@ def print_table(r: dict) -> None:
     for b, m in r["by_batch"].items():
         print(f"{b:>6} {m['cells']:>6} {m['cells_per_s']:>9.2f} {m['text_cells_per_s']:>9.2f} "
               f"{m['bound_cells_per_s']:>9.2f} {m['ratio']:>6.2f} {m['text_ratio']:>10.2f}")
+    print(f"relevancy pass per batch of 32: prefix tree {r['relevancy_tree_ms']:.0f} ms, padded batch "
+          f"{r['relevancy_padded_ms']:.0f} ms (max difference {r['relevancy_max_diff']:.1e})")
     print(f"first text {r['first_text_ms']:.0f} ms, full cell {r['cell_ms']:.0f} ms, repeat {r['repeat_ms']:.1f} ms")
     print(f"{'tokens':>7} {'grid capture ms':>16} {'plain forward ms':>17} {'ratio':>6}")
     for n in r["grid_forward_ms"]:

@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("explorer.evaluate", "token-identity and attribute-extraction evaluations by layer"),
     "control": ("explorer.control_cli", "supervised / reinforcement control and steering from the shell"),
     "control-eval": ("explorer.control_eval", "evaluate supervised and reinforcement control edits"),
+    "crossmodel": ("explorer.crossmodel", "fit affine maps between layers or models and print their held-out R²"),
     "loadtest": ("explorer.loadtest", "many concurrent clients against a local app"),
     "serve": ("explorer.cli", "launch the web app"),
 }

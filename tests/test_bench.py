@@ -22,6 +22,7 @@ def test_short_bench(lm, capsys):
         assert m["cells_per_s"] <= m["text_cells_per_s"] * 1.5  # relevancy costs something, never negative time
     assert r["repeat_ms"] < r["cell_ms"]  # the repeat is served from the cache
     assert 0 < r["first_text_ms"] < r["cell_ms"]
+    assert r["relevancy_tree_ms"] > 0 and r["relevancy_padded_ms"] > 0 and r["relevancy_max_diff"] < 1e-4
     print_table(r)
     json.dumps(r)
     assert "grid capture" in capsys.readouterr().out

@@ -38,3 +38,15 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
     assert r.returncode == 2 and "empty" in r.stderr
     r = run_cli("interpret", "--prompt", "hi", "--all", "--out", str(tmp_path / "x.txt"))
     assert r.returncode == 2 and ".csv or .json" in r.stderr
+
+
+def test_crossmodel_prints_the_r2_of_each_map(capsys):
+    from explorer.cli import main
+
+    assert main(["crossmodel", "--layers", "10:10,2:25"]) == 0
+    out = capsys.readouterr().out
+    maps = json.loads(out.strip().splitlines()[-1])["maps"]
+    assert [(m["source_layer"], m["reader_layer"]) for m in maps] == [(10, 10), (2, 25)]
+    assert maps[0]["r2_heldout"] > 0.95 > maps[1]["r2_heldout"]
+    assert main(["crossmodel", "--layers", "ten"]) == 2
+    assert main(["crossmodel", "--layers", "10:99"]) == 2
