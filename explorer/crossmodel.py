@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -163,8 +164,10 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--layers takes source:reader pairs such as 10:10,8:16.")
     lm_a = load_model(args.model)
     lm_b = lm_a if args.reader in (None, args.model) else load_model(args.reader)
+    t0 = time.perf_counter()
     reader = CrossReader(lm_a, lm_b)
-    print(f"{lm_a.model_id} -> {lm_b.model_id}, shared text of {reader.n_tokens} tokens")
+    print(f"{lm_a.model_id} -> {lm_b.model_id}, shared text of {reader.n_tokens} tokens, "
+          f"captured in {time.perf_counter() - t0:.1f} s")
     print(f"{'source':>7} {'reader':>7} {'R2 fit':>7} {'R2 held-out':>12}")
     rows = []
     for la, lb in pairs:

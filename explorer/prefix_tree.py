@@ -5,8 +5,8 @@ one batch often share their first tokens ("the city of ...") and differ in lengt
 padded batch (one row per sequence, padded to the longest), the distinct prefixes are laid out as
 the nodes of a trie in one row: each node attends to the cached prompt and to its own ancestors
 (a 4D attention mask), at the position its depth gives. Every prefix is computed once and nothing
-is padded; on this CPU that takes 30-45% less time than the padded batch, with the same numbers
-(max difference ~4e-6).
+is padded; ``python -m explorer bench`` times both (here: 39% less time than the padded batch,
+max difference ~4e-6).
 """
 
 from __future__ import annotations
