@@ -6,7 +6,7 @@ PIP ?= $(PYTHON) -m pip
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_DISABLE_TELEMETRY := 1
 
-.PHONY: app install install-dev install-model install-browser test lint bench bench-quick evaluate control-eval loadtest
+.PHONY: app install install-dev install-model install-browser test lint typecheck bench bench-quick evaluate control-eval loadtest
 
 install:
 	$(PIP) install -q -r requirements.txt
@@ -31,10 +31,14 @@ app: install
 	$(PYTHON) app.py
 
 test: install-dev
+	$(PYTHON) -m mypy
 	$(PYTHON) -m pytest -q
 
 lint:
 	$(PYTHON) -m ruff check .
+
+typecheck:
+	$(PYTHON) -m mypy
 
 bench:
 	$(PYTHON) -m explorer bench

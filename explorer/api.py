@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from explorer.grid import DEFAULT_MAX_PROMPT_TOKENS, Grid, capture, parse_cells
-from explorer.hooks import MODEL_VARIANT
-from explorer.interpret import Interpreter, InterpretSettings, auto_batch_size, make_settings
-from explorer.models import LoadedModel, load_model
-from explorer.prompts import Template
-from explorer.results import CellInterpretation, InterpretationSet
+from explorer.core.grid import DEFAULT_MAX_PROMPT_TOKENS, Grid, capture, parse_cells
+from explorer.core.hooks import MODEL_VARIANT
+from explorer.core.models import LoadedModel, load_model
+from explorer.core.prompts import Template
+from explorer.core.results import CellInterpretation, InterpretationSet
+from explorer.interpret.engine import Interpreter, InterpretSettings, auto_batch_size, make_settings
 
 
 class Explorer:

@@ -10,7 +10,7 @@ import torch
 
 os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 
-from explorer.models import Architecture, LoadedModel, load_model
+from explorer.core.models import Architecture, LoadedModel, load_model
 
 TINY_ARCHS = ["llama", "qwen2", "mistral", "gemma2", "gpt2", "gpt_neox", "phi3"]
 

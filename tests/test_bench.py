@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from explorer.bench import bench, print_table, text_ids
+from explorer.tools.bench import bench, print_table, text_ids
 
 pytestmark = pytest.mark.slow
 

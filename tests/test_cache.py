@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from explorer.cache import CACHE_OWNER, ByteLRU, cache_owner
+from explorer.interpret.cache import CACHE_OWNER, ByteLRU, cache_owner
 
 
 def sized(n: int) -> bytes:

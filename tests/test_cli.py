@@ -1,4 +1,4 @@
-"""The CLI contract of issue 2, run as a user would."""
+"""The CLI contract, run as a user would."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path):
 
 
 def test_crossmodel_prints_the_r2_of_each_map(capsys):
-    from explorer.cli import main
+    from explorer.tools.cli import main
 
     assert main(["crossmodel", "--layers", "10:10,2:25"]) == 0
     out = capsys.readouterr().out

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from explorer.api import Explorer
-from explorer.compare import align_tokens, compare_prompts
+from explorer.methods.compare import align_tokens, compare_prompts
 
 
 def test_align_tokens():

@@ -8,7 +8,10 @@ import threading
 import pytest
 import torch
 
-from explorer.control import (
+from explorer.core.errors import EditError, InputError
+from explorer.core.grid import capture
+from explorer.interpret.engine import Interpreter, collect, make_settings
+from explorer.methods.control import (
     Edit,
     Judge,
     TrainSettings,
@@ -20,9 +23,6 @@ from explorer.control import (
     steering_vector,
     supervised_control,
 )
-from explorer.errors import EditError, InputError
-from explorer.grid import capture
-from explorer.interpret import Interpreter, collect, make_settings
 
 PROMPT = "The Eiffel Tower is in the city of"
 LAYER, TOKEN = 10, 3
@@ -166,7 +166,7 @@ def test_steering_and_answers(lm, edit):
 def test_control_eval_quick_runs(lm):
     import io
 
-    from explorer.control_eval import evaluate
+    from explorer.tools.control_eval import evaluate
 
     buf = io.StringIO()
     rep = evaluate(lm, quick=True, steps=10, out=buf)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from explorer.crossmodel import CrossReader, fit_affine, interpret_across
-from explorer.grid import capture
-from explorer.interpret import make_settings
+from explorer.core.grid import capture
+from explorer.interpret.engine import make_settings
+from explorer.methods.crossmodel import CrossReader, fit_affine, interpret_across
 
 
 def test_affine_map_between_layers_and_models(lm, tiny):

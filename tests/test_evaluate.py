@@ -8,14 +8,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from explorer.evaluate import (
+from explorer.methods.evaluation import (
     DEFAULT_TASK_DIR,
-    add_arguments,
     evaluate_attributes,
     evaluate_token_identity,
-    run,
     source_text,
 )
+from explorer.tools.evaluate import add_arguments, run
 
 
 def test_token_identity_precision(lm):
@@ -35,7 +34,7 @@ def test_source_text_cut_after_subject():
     assert source_text(row) == "Pizza"
 
 
-@pytest.mark.skipif(not DEFAULT_TASK_DIR.is_dir(), reason="../shared/data/patchscopes is not beside the project")
+@pytest.mark.skipif(not DEFAULT_TASK_DIR.is_dir(), reason="the bundled Patchscopes task files are missing")
 def test_attributes_and_cli(lm, tmp_path):
     frame = evaluate_attributes(lm, [DEFAULT_TASK_DIR / "country_currency.tsv"], layers=[5, 15], samples=2,
                                 candidates=8, max_new_tokens=8, log=lambda m: None)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from explorer.errors import InputError
-from explorer.grid import capture, parse_cells
+from explorer.core.errors import InputError
+from explorer.core.grid import capture, parse_cells
 from tests.conftest import TINY_ARCHS
 
 PROMPT = "The Eiffel Tower is in the city of"

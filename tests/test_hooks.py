@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from explorer.hooks import inject, overwrite_positions, record
+from explorer.core.hooks import inject, overwrite_positions, record
 
 
 def _run(lm, ids, blocks=True):

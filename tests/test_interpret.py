@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.errors import InputError
-from explorer.grid import capture
-from explorer.interpret import Interpreter, collect, make_settings
+from explorer.core.errors import InputError
+from explorer.core.grid import capture
+from explorer.interpret.engine import Interpreter, collect, make_settings
+from explorer.interpret.relevancy import RelevancyScorer
 from tests.conftest import TINY_ARCHS
 
 PROMPT = "The Eiffel Tower is in the city of"
@@ -176,31 +177,32 @@ def test_prefix_tree_relevancy_pass_equals_the_padded_batch(lm, tiny, arch):
     interp = Interpreter(model)
     state = interp.prompt_state(settings)
     long = [tuple(s) for s in seqs if len(s) > 1]
-    tree, padded = interp._p_tree(state, long), interp._p_padded(state, long)
+    tree, padded = interp.relevancy.p_tree(state, long), interp.relevancy.p_padded(state, long)
     for a, b in zip(tree, padded):
         assert len(a) == len(b)
         np.testing.assert_allclose(a, b, atol=1e-5)
     got = interp.p_without(seqs, settings, max_nodes=16)  # several packed groups
-    assert interp._tree_ok is True
+    assert interp.relevancy.tree_ok is True
     assert [len(g) for g in got] == [len(s) for s in seqs]
     for seq, probs in zip(long, tree):
         assert got[seqs.index(list(seq))][1:] == pytest.approx(probs, abs=1e-5)
 
 
 def test_a_model_that_ignores_the_tree_mask_keeps_the_padded_batch(lm, settings):
-    class MaskBlind(Interpreter):
-        def _p_tree(self, state, seqs):  # what a model ignoring custom 4D masks would give: wrong numbers
-            return [[p * 0.5 for p in row] for row in super()._p_tree(state, seqs)]
+    class MaskBlind(RelevancyScorer):
+        def p_tree(self, state, seqs):  # what a model ignoring custom 4D masks would give: wrong numbers
+            return [[p * 0.5 for p in row] for row in super().p_tree(state, seqs)]
 
     seqs = _continuations(lm, settings)
-    blind, plain = MaskBlind(lm), Interpreter(lm)
-    plain._tree_ok = False
+    blind, plain = Interpreter(lm), Interpreter(lm)
+    blind.relevancy = MaskBlind(lm)
+    plain.relevancy.tree_ok = False
     assert blind.p_without(seqs, settings) == plain.p_without(seqs, settings)
-    assert blind._tree_ok is False
+    assert blind.relevancy.tree_ok is False
 
 
 def test_prefix_tree_computes_each_prefix_once():
-    from explorer.prefix_tree import PrefixTree, pack
+    from explorer.interpret.prefix_tree import PrefixTree, pack
 
     seqs = [(1, 2, 3, 4), (1, 2, 5), (1, 2, 3, 6), (7,), (7, 8)]
     tree = PrefixTree.build(seqs)

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from explorer.errors import InputError
-from explorer.grid import capture
-from explorer.lenses import COLOUR_MODES, colour_layer, patchscope_next_token, token_identity, token_identity_ids
+from explorer.core.errors import InputError
+from explorer.core.grid import capture
+from explorer.methods.colouring import COLOUR_MODES, colour_layer
+from explorer.methods.lenses import patchscope_next_token, token_identity, token_identity_ids
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from explorer.loadtest import loadtest
+from explorer.tools.loadtest import loadtest
 
 pytestmark = pytest.mark.slow
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from explorer.errors import ModelLoadError
-from explorer.models import Architecture, load_model, pick_device_and_dtype, resolve_source
+from explorer.core.errors import ModelLoadError
+from explorer.core.models import Architecture, load_model, pick_device_and_dtype, resolve_source
 from tests.conftest import TINY_ARCHS
 
 

@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from explorer.errors import InputError
-from explorer.prompts import PLACEHOLDER, PRESETS, Template, build_interpretation_prompt, get_template
+from explorer.core.errors import InputError
+from explorer.core.prompts import PLACEHOLDER, PRESETS, Template, build_interpretation_prompt, get_template
 
 
 @pytest.mark.parametrize("tok_name", ["chatml", "llama2", "gemma", "plain"])

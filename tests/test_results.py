@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from explorer.api import Explorer
-from explorer.results import COMPAT_COLUMNS, InterpretationSet
+from explorer.core.results import COMPAT_COLUMNS, InterpretationSet
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from explorer.api import Explorer
-from explorer.errors import InputError
-from explorer.session_io import SessionSnapshot, copy_as_python, export_session, import_session
+from explorer.core.errors import InputError
+from explorer.methods.session_io import SessionSnapshot, copy_as_python, export_session, import_session
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,6 +1,6 @@
 """The Control tab: Supervised and Reinforcement Control and steering, per session, with revert.
 
-The logic lives in ``explorer.control``; this module turns widget values into calls, streams the
+The logic lives in ``explorer.methods.control``; this module turns widget values into calls, streams the
 training curve, and keeps the edit in the user's own ``Session`` (never on the shared model).
 """
 
@@ -11,7 +11,10 @@ import html
 import gradio as gr
 import pandas as pd
 
-from explorer.control import (
+from explorer.core.errors import ExplorerError, InputError
+from explorer.core.grid import capture
+from explorer.interpret.engine import make_settings
+from explorer.methods.control import (
     DEFAULT_TEST_PROMPTS,
     Edit,
     Judge,
@@ -24,9 +27,6 @@ from explorer.control import (
     steering_vector,
     supervised_control,
 )
-from explorer.errors import ExplorerError, InputError
-from explorer.grid import capture
-from explorer.interpret import make_settings
 from explorer.ui.background import stream_callbacks
 from explorer.ui.explore import _as_float, _as_int
 from explorer.ui.session import ModelRegistry, Session

@@ -7,7 +7,6 @@ panel, the results table and a status line.
 from __future__ import annotations
 
 import html
-import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,16 +15,16 @@ import numpy as np
 import pandas as pd
 
 from explorer.api import Explorer
-from explorer.control import applied
-from explorer.errors import InputError
-from explorer.figure import MAX_COLUMNS, ColourLayer, column_window, explore_figure
-from explorer.grid import Grid
-from explorer.interpret import InterpretSettings
-from explorer.lenses import colour_layer
-from explorer.prompts import PRESETS, Template
-from explorer.results import CellInterpretation
+from explorer.core.errors import InputError
+from explorer.core.grid import Grid
+from explorer.core.prompts import PRESETS, Template
+from explorer.core.results import CellInterpretation
+from explorer.interpret.engine import InterpretSettings
+from explorer.methods.colouring import ColourLayer, colour_layer
+from explorer.methods.control import applied
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.session import ModelRegistry, Session
+from explorer.viz.figure import MAX_COLUMNS, column_window, explore_figure
 
 TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy"]
 EXAMPLES = [
@@ -92,7 +91,7 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
     cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
-    base = colour_layer(session.colour_mode, session.grid, ex.lm, cols, session.results)
+    base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
     if base is None:  # relevancy only: an empty base so the axes still show every cell
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
@@ -259,7 +258,7 @@ def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_ce
 
 def snapshot(session: Session):
     """The session as a shareable :class:`SessionSnapshot`."""
-    from explorer.session_io import SessionSnapshot
+    from explorer.methods.session_io import SessionSnapshot
 
     grid = session.require_grid()
     edit = None
@@ -272,7 +271,7 @@ def snapshot(session: Session):
 
 def restore(registry: ModelRegistry, session: Session, text: str) -> View:
     """Import a shared session: re-run its prompt (same model) and put its results back as they were."""
-    from explorer.session_io import import_session
+    from explorer.methods.session_io import import_session
 
     snap = import_session(text)
     note = ""
@@ -282,8 +281,8 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
             note = (f" The original view had control edit {snap.edit.get('edit_id')}, which this file does not "
                     "carry; results are as exported, new readings use the unedited model.")
         else:
-            from explorer.control import Edit
-            from explorer.errors import EditError
+            from explorer.core.errors import EditError
+            from explorer.methods.control import Edit
 
             try:
                 edit = Edit.from_base64(snap.edit["safetensors_base64"], registry.get(snap.model).lm)
@@ -326,7 +325,3 @@ def export_files(ex: Explorer, session: Session) -> tuple[str, str, str]:
     fig = explore_figure(grid, ex.lm, results, start=session.column_start)
     html_path.write_text(pio.to_html(fig, include_plotlyjs=True, full_html=True), encoding="utf-8")
     return str(csv_path), str(json_path), str(html_path)
-
-
-def to_json_safe(obj) -> str:
-    return json.dumps(obj, default=str)

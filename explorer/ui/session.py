@@ -18,12 +18,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.api import Explorer
-from explorer.cache import ByteLRU, cache_owner
-from explorer.crossmodel import CrossReader
-from explorer.errors import InputError, ModelLoadError
-from explorer.grid import Grid
-from explorer.models import DEFAULT_MODEL
-from explorer.results import InterpretationSet
+from explorer.core.errors import InputError, ModelLoadError
+from explorer.core.grid import Grid
+from explorer.core.models import DEFAULT_MODEL
+from explorer.core.results import InterpretationSet
+from explorer.interpret.cache import ByteLRU, cache_owner
+from explorer.methods.crossmodel import CrossReader
 
 MODEL_PRESETS = [
     DEFAULT_MODEL,
@@ -103,9 +103,6 @@ class ModelRegistry:
                 self._explorers[spec] = ex
             return ex
 
-    def loaded(self) -> list[str]:
-        return list(self._explorers)
-
     def bind(self, session_hash: str | None, session: Session) -> None:
         """Remember which browser connection a session belongs to, so closing the tab can free it."""
         if session_hash:
@@ -157,8 +154,7 @@ class Session:
     column_start: int = 0
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
-    edit: object | None = None  # explorer.control.Edit
-    edit_before: dict | None = None
+    edit: object | None = None  # explorer.methods.control.Edit
     active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
@@ -189,7 +185,7 @@ class Session:
     @contextlib.contextmanager
     def job_context(self, lm) -> Iterator[None]:
         """Where this session's jobs run: its own control edit applied, cache entries charged to it."""
-        from explorer.control import applied
+        from explorer.methods.control import applied
 
         with applied(lm, self.edit), cache_owner(self.session_id):
             yield

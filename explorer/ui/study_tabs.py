@@ -1,14 +1,14 @@
-"""The Compare, Cross-model and Evaluate tabs: thin views over ``explorer.compare``,
-``explorer.crossmodel`` and ``explorer.evaluate``."""
+"""The Compare, Cross-model and Evaluate tabs: thin views over ``explorer.methods.compare``,
+``explorer.methods.crossmodel`` and ``explorer.methods.evaluation``."""
 
 from __future__ import annotations
 
 import gradio as gr
 import pandas as pd
 
-from explorer.compare import compare_prompts
-from explorer.errors import InputError
-from explorer.evaluate import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
+from explorer.core.errors import InputError
+from explorer.methods.compare import compare_prompts
+from explorer.methods.evaluation import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
 from explorer.ui.explore import _as_int
 from explorer.ui.session import MODEL_PRESETS, ModelRegistry, Session
 
@@ -75,7 +75,6 @@ def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -
         try:
             import plotly.graph_objects as go
 
-            from explorer.evaluate import write_figure  # noqa: F401 - same figure as the CLI
 
             lm = registry.get(sess.model).lm
             layers = list(range(0, lm.n_layers + 1, _as_int("layer step", every)))

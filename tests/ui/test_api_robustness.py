@@ -64,7 +64,7 @@ def test_sessions_do_not_mix(app_url):
     assert out["edit_id"].startswith("edit-")
     rb2 = b.predict("12:1", "refers_to", 6, 4, api_name="/interpret")  # b sees the stock model
     from explorer.api import Explorer
-    from explorer.models import load_model
+    from explorer.core.models import load_model
 
     ex = Explorer(load_model())
     ref = ex.interpret(ex.run("My favourite fruit is a ripe banana"), "12:1", max_new_tokens=6).records()[0]
@@ -100,7 +100,7 @@ def test_random_http_payloads_never_cause_a_server_error(app_url):
 def test_settings_validator_accepts_or_rejects_clearly(lm, values):
     """Property: widget values either make valid settings or raise InputError, never anything else."""
     from explorer.api import Explorer
-    from explorer.errors import InputError
+    from explorer.core.errors import InputError
 
     ex = Explorer(lm)
     try:

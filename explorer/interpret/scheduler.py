@@ -1,0 +1,115 @@
+"""One worker that batches interpretation requests from every user into shared generate calls.
+
+Clicks that arrive while a batch runs wait in the queue and go together into the next batch, and
+rows from several users' jobs share a batch when they ask for the same settings and see the same
+weights (``MODEL_VARIANT``). Each request keeps the caller's ``contextvars`` context, and a batch
+runs inside its first request's context, so a session's control edit applies to its own rows only.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import threading
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+
+import torch
+
+from explorer.core.hooks import MODEL_VARIANT
+from explorer.interpret.decode import GeneratedBatch
+
+
+@dataclass
+class _Request:
+    vector: torch.Tensor
+    settings: object
+    key: tuple
+    ctx: contextvars.Context
+    on_step: Callable[[list[int]], None] | None
+    future: Future = field(default_factory=Future)
+
+
+class BatchScheduler:
+    """Runs ``interpreter.generate`` on batches of queued single-state requests (FIFO by batch)."""
+
+    def __init__(self, interpreter, max_batch: int = 16):
+        self.interpreter = interpreter
+        self.max_batch = max_batch
+        self._queue: deque[_Request] = deque()
+        self._cv = threading.Condition()
+        self._worker: threading.Thread | None = None
+        self.batches_run = 0
+        self.batch_sizes: list[int] = []
+
+    def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None) -> Future:
+        """Queue one state; the future resolves to ``(generated ids, p_with)`` for it."""
+        req = _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
+                       ctx=contextvars.copy_context(), on_step=on_step)
+        with self._cv:
+            self._queue.append(req)
+            self._ensure_worker()
+            self._cv.notify()
+        return req.future
+
+    def generate(self, vectors: torch.Tensor, settings, on_step=None):
+        """Submit B states and wait: the same result as ``interpreter.generate`` (rows may share batches)."""
+        futures = []
+        for i in range(vectors.shape[0]):
+            cb = None
+            if on_step is not None:
+                def cb(ids, i=i, snapshot={}):  # noqa: B006 - per-call snapshot of all rows
+                    snapshot[i] = ids
+                    on_step(len(ids), [snapshot.get(j, []) for j in range(vectors.shape[0])])
+            futures.append(self.submit(vectors[i], settings, cb))
+        try:
+            results = [f.result() for f in futures]
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+        return GeneratedBatch(ids=[r[0] for r in results], p_with=[r[1] for r in results],
+                              steps=max((r[2] for r in results), default=0))
+
+    def _ensure_worker(self) -> None:
+        if self._worker is None or not self._worker.is_alive():
+            self._worker = threading.Thread(target=self._loop, name="selfie-batcher", daemon=True)
+            self._worker.start()
+
+    def _take_batch(self) -> list[_Request]:
+        with self._cv:
+            while not self._queue:
+                self._cv.wait()
+            first = self._queue.popleft()
+            batch = [first]
+            rest: deque[_Request] = deque()
+            while self._queue and len(batch) < self.max_batch:
+                req = self._queue.popleft()
+                (batch if req.key == first.key else rest).append(req)
+            rest.extend(self._queue)
+            self._queue = rest
+        return [r for r in batch if r.future.set_running_or_notify_cancel()]
+
+    def _loop(self) -> None:
+        while True:
+            batch = self._take_batch()
+            if not batch:
+                continue
+            vectors = torch.stack([r.vector for r in batch])
+
+            def on_step(_step: int, ids: list[list[int]], batch=batch) -> None:
+                for r, row in zip(batch, ids):
+                    if r.on_step is not None:
+                        r.on_step(list(row))
+
+            try:
+                gen = batch[0].ctx.run(self.interpreter.generate_now, vectors, batch[0].settings, on_step)
+            except BaseException as e:
+                for r in batch:
+                    r.future.set_exception(e)
+                continue
+            self.batches_run += 1
+            self.batch_sizes.append(len(batch))
+            for i, r in enumerate(batch):
+                r.future.set_result((gen.ids[i], gen.p_with[i], gen.steps))

@@ -1,0 +1,1 @@
+"""Command-line tools: ``python -m explorer COMMAND`` (also installed as ``selfie-explorer``)."""

@@ -1,0 +1,1 @@
+"""Figures: the grid heatmap and evaluation curves, as plain Plotly dicts or standalone HTML."""

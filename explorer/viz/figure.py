@@ -1,0 +1,108 @@
+"""The layer x token grid as a Plotly figure (a plain dict, ready for plotly.js or ``go.Figure``).
+
+Two heatmap traces share the axes: a base layer (logit-lens confidence, or another lens) and an
+overlay of interpreted cells coloured by mean relevancy (NaN, hence transparent, elsewhere), so a
+cell's colour switches from "what the logit lens says" to "how much the reading came from the
+state" once it is interpreted. Columns are numeric positions with token texts as tick labels, so
+repeated tokens stay separate columns.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from explorer.core.grid import Grid
+from explorer.core.models import LoadedModel
+from explorer.core.results import InterpretationSet
+from explorer.methods.colouring import ColourLayer, lens_layer, relevancy_layer
+
+MAX_COLUMNS = 64
+
+
+def token_label(text: str, special: bool) -> str:
+    shown = text.replace("\n", "\\n").replace("\t", "\\t")
+    if shown.strip() == "":
+        shown = repr(shown)[1:-1] or "∅"
+    return f"⟨{shown}⟩" if special else shown
+
+
+def column_window(grid: Grid, start: int = 0, width: int = MAX_COLUMNS) -> list[int]:
+    """The columns shown: long prompts are paged ``width`` tokens at a time."""
+    start = max(0, min(int(start), max(0, grid.n_tokens - 1)))
+    return list(range(start, min(grid.n_tokens, start + width)))
+
+
+def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | None, cols: list[int], *,
+                selected: tuple[int, int] | None = None, title: str = "", height: int | None = None) -> dict:
+    """A Plotly figure dict: rows = layers (0 = embeddings, at the bottom), columns = ``cols``."""
+    rows = list(range(grid.n_rows))
+    ticktext = [token_label(grid.tokens[c], grid.special[c]) for c in cols]
+    traces = []
+    for layer, show_scale, x_bar in ((base, True, 1.02), (overlay, True, 1.12)):
+        if layer is None:
+            continue
+        z = np.where(np.isnan(layer.values), None, np.round(layer.values, 4)).tolist()
+        traces.append({
+            "type": "heatmap", "name": layer.name, "x": cols, "y": rows, "z": z,
+            "zmin": layer.zmin, "zmax": layer.zmax, "colorscale": layer.colorscale,
+            "text": layer.hover, "hovertemplate": "%{text}<extra></extra>", "xgap": 1, "ygap": 1,
+            "showscale": show_scale, "hoverongaps": False,
+            "colorbar": {"title": {"text": layer.colorbar_title, "side": "right"}, "x": x_bar, "len": 0.9,
+                         "thickness": 12},
+        })
+    shapes = []
+    if selected is not None and selected[1] in cols:
+        layer, token = selected
+        shapes.append({"type": "rect", "x0": token - 0.5, "x1": token + 0.5, "y0": layer - 0.5, "y1": layer + 0.5,
+                       "line": {"color": "#16a34a", "width": 3}})
+    fig_height = height or max(360, 18 * grid.n_rows + 140)
+    layout = {
+        "title": {"text": title, "x": 0.01, "font": {"size": 14}},
+        "height": fig_height,
+        "margin": {"l": 70, "r": 150, "t": 40 if title else 16, "b": 90},
+        "xaxis": {"tickmode": "array", "tickvals": cols, "ticktext": ticktext, "tickangle": -45,
+                  "title": {"text": "token (position)"}, "range": [cols[0] - 0.5, cols[-1] + 0.5] if cols else None},
+        "yaxis": {"title": {"text": "layer (0 = embeddings)"}, "tickmode": "array",
+                  "tickvals": rows[::max(1, len(rows) // 16)], "range": [-0.5, grid.n_rows - 0.5]},
+        "uirevision": f"{grid.fingerprint()}:{cols[0] if cols else 0}",
+        "shapes": shapes,
+        "hoverlabel": {"align": "left"},
+        "plot_bgcolor": "#ffffff",
+        "clickmode": "event",
+    }
+    return {"data": traces, "layout": layout}
+
+
+def explore_figure(grid: Grid, lm: LoadedModel, results: InterpretationSet | None, *, start: int = 0,
+                   width: int = MAX_COLUMNS, selected: tuple[int, int] | None = None,
+                   base: ColourLayer | None = None) -> dict:
+    """The Explore tab's figure: lens base layer + relevancy overlay for a window of columns."""
+    cols = column_window(grid, start, width)
+    base = base if base is not None else lens_layer(grid, lm, cols)
+    overlay = relevancy_layer(grid, results, cols)
+    return grid_figure(grid, base, overlay, cols, selected=selected)
+
+
+def evaluation_figure(summary: dict, path: Path) -> Path:
+    """Both curves in one standalone HTML file (plotly.js inline: no CDN)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Token identity precision@1", "Attribute extraction accuracy"))
+    ti = summary.get("token_identity")
+    if ti:
+        fig.add_trace(go.Scatter(x=ti["layer"], y=ti["patchscope"], name="token-identity Patchscope"), 1, 1)
+        fig.add_trace(go.Scatter(x=ti["layer"], y=ti["logit_lens"], name="logit lens"), 1, 1)
+    att = summary.get("attributes")
+    if att:
+        frame = pd.DataFrame(att)
+        for task, part in frame.groupby("task"):
+            n = int(part["baseline_correct"].iloc[0])
+            fig.add_trace(go.Scatter(x=part["layer"], y=part["accuracy"], name=f"{task} (n={n})"), 1, 2)
+    fig.update_xaxes(title_text="layer")
+    fig.update_layout(height=420, title=f"SelfIE Explorer evaluation: {summary.get('model')}")
+    fig.write_html(str(path), include_plotlyjs=True)
+    return path
