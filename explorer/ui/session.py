@@ -103,20 +103,39 @@ class ModelRegistry:
                 self._explorers[spec] = ex
             return ex
 
-    def bind(self, session_hash: str | None, session: Session) -> None:
-        """Remember which browser connection a session belongs to, so closing the tab can free it."""
-        if session_hash:
-            with self._lock:
-                self._by_connection[session_hash] = session
+    def bind(self, session_hash: str | None, session: Session) -> bool:
+        """Remember which browser connection a session belongs to, so closing the tab can free it.
 
-    def release(self, session_hash: str | None) -> Session | None:
-        """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
-        cache share now. Returns the freed session, if there was one."""
+        The first binding wins on both sides: a session bound to one connection is never rebound to
+        another, and a connection's session is never replaced by another's. Returns whether
+        ``session`` is (now) the one bound to ``session_hash``.
+        """
+        if not session_hash:
+            return False
         with self._lock:
-            session = self._by_connection.pop(session_hash or "", None)
-        if session is not None:
-            self.forget_session(session)
-            session.close()
+            owner = self._by_connection.get(session_hash)
+            if owner is None and session.connection in (None, session_hash):
+                self._by_connection[session_hash] = session
+                session.connection = session_hash
+                return True
+            return owner is session
+
+    def release(self, session_hash: str | None, session: Session | None) -> Session | None:
+        """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
+        cache share now. Returns the freed session, if there was one.
+
+        Only the session bound to ``session_hash`` and presented with it (the state of the closing
+        tab) is freed: a request carrying another session's hash, or a session with a hash not its
+        own, is refused (None).
+        """
+        if not session_hash or session is None:
+            return None
+        with self._lock:
+            if self._by_connection.get(session_hash) is not session or session.connection != session_hash:
+                return None
+            del self._by_connection[session_hash]
+        self.forget_session(session)
+        session.close()
         return session
 
     def cross_reader(self, source: str, reader: str) -> CrossReader:
@@ -155,11 +174,39 @@ class Session:
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
     edit: object | None = None  # explorer.methods.control.Edit
-    active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
-    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    connection: str | None = None  # the browser connection (session hash) this session is bound to
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _jobs: set[threading.Event] = field(default_factory=set, repr=False)
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs running now (a click may overlap a row job)."""
+        with self.lock:
+            return len(self._jobs)
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[threading.Event]:
+        """One job's own stop event, registered while it runs: Stop (``stop_jobs``) sets the events of
+        the jobs running at that moment; a new job never clears another's pending stop, and an
+        abandoned job sets only its own."""
+        stop = threading.Event()
+        with self.lock:
+            self._jobs.add(stop)
+        try:
+            yield stop
+        finally:
+            with self.lock:
+                self._jobs.discard(stop)
+
+    def stop_jobs(self) -> int:
+        """Ask every job running now to stop after its current step; returns how many were asked."""
+        with self.lock:
+            jobs = list(self._jobs)
+        for stop in jobs:
+            stop.set()
+        return len(jobs)
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
@@ -203,7 +250,7 @@ class Session:
         """Free what the session holds (called when the user's tab closes)."""
         import shutil
 
-        self.stop_event.set()
+        self.stop_jobs()
         self.grid = None
         self.results = None
         self.edit = None
