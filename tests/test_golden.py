@@ -20,7 +20,7 @@ from tests.conftest import TINY_ARCHS
 
 
 def naive_selfie(lm, prompt_ids, positions, k, vector, strength, max_new_tokens):
-    """(generated ids, relevancy) of one state, by the definition, one full forward per token."""
+    """(generated ids, p_with, p_without) of one state, by the definition, one full forward per token."""
     block = lm.arch.blocks[k]
     vec = vector.to(lm.dtype)
 
@@ -49,24 +49,29 @@ def naive_selfie(lm, prompt_ids, positions, k, vector, strength, max_new_tokens)
     finally:
         handle.remove()
     if not generated:
-        return generated, []
+        return generated, [], []
     with torch.no_grad():  # teacher forcing without the state
         ids = torch.tensor([list(prompt_ids) + generated])
         probs = torch.softmax(lm.model(input_ids=ids, use_cache=False).logits[0].double(), -1)
     n = len(prompt_ids)
     p_without = [float(probs[n - 1 + j, t]) for j, t in enumerate(generated)]
-    return generated, [abs(a - b) for a, b in zip(p_with, p_without)]
+    return generated, p_with, p_without
 
 
 def check_against_naive(lm, grid, cells, settings, batch_size, atol=1e-5):
     prompt = build_interpretation_prompt(lm.tokenizer, settings.template, settings.n_placeholders)
     got = collect(Interpreter(lm).iter_cells(grid, cells, settings, batch_size=batch_size))
     for layer, token in cells:
-        ids, rel = naive_selfie(lm, prompt.ids, prompt.placeholder_positions, settings.k, grid.hidden[layer, token],
-                                settings.strength, settings.max_new_tokens)
+        ids, p_with, p_without = naive_selfie(lm, prompt.ids, prompt.placeholder_positions, settings.k,
+                                              grid.hidden[layer, token], settings.strength, settings.max_new_tokens)
         cell = got[(layer, token)]
         assert cell.generated_ids == ids, (layer, token)
         assert len(ids) > 0
+        # each probability to a relative 1e-4 (tiny random models give p ~ 1e-5, where an absolute
+        # tolerance would say nothing), and relevancy |p_with - p_without| to ``atol``
+        np.testing.assert_allclose(cell.p_with, p_with, rtol=1e-4, atol=0)
+        np.testing.assert_allclose(cell.p_without, p_without, rtol=1e-4, atol=0)
+        rel = [abs(a - b) for a, b in zip(p_with, p_without)]
         np.testing.assert_allclose(cell.relevancy_score, rel, atol=atol, rtol=0)
 
 
@@ -87,22 +92,9 @@ def test_engine_equals_naive_selfie_with_partial_strength(tiny):
 
 
 def test_engine_equals_naive_selfie_on_the_embedded_model(lm):
-    """In fp32 a 30-block model's KV-cached and full forwards differ in summation order by up to
-    ~1.5e-5 in probability: the tokens must still agree exactly."""
+    """Tokens agree exactly; probabilities to a relative 1e-4. Relevancy agrees to 3e-5 here, not 1e-5:
+    see docs/architecture.md ("Golden test") for the residual difference on this model."""
     grid = capture(lm, "The Eiffel Tower is in the city of")
     settings = make_settings(lm, "refers_to", max_new_tokens=8)
     check_against_naive(lm, grid, [(10, 3), (15, 7), (22, 5)], settings, batch_size=3, atol=3e-5)
 
-
-def test_engine_equals_naive_selfie_on_the_embedded_model_in_float64(lm):
-    """The same weights in float64, where rounding is far below 1e-5: relevancy agrees to 1e-5."""
-    import copy
-
-    from explorer.core.models import Architecture, LoadedModel
-
-    model = copy.deepcopy(lm.model).to(torch.float64)
-    lm64 = LoadedModel(model=model, tokenizer=lm.tokenizer, arch=Architecture.find(model), model_id=lm.model_id,
-                       source=lm.source)
-    grid = capture(lm64, "The Eiffel Tower is in the city of")
-    settings = make_settings(lm64, "refers_to", max_new_tokens=6)
-    check_against_naive(lm64, grid, [(15, 7), (22, 5)], settings, batch_size=2, atol=1e-5)
