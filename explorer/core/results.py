@@ -97,6 +97,7 @@ class InterpretationSet:
     def to_frame(self, compat: bool = False) -> pd.DataFrame:
         """All columns, or with ``compat=True`` exactly the original ``interpret()`` columns."""
         frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, *EXTRA_COLUMNS])
+        frame["variant"] = frame["variant"].astype(object).where(frame["variant"].notna(), None)  # None: stock
         if compat:
             return frame[COMPAT_COLUMNS]
         return frame
