@@ -89,8 +89,11 @@ def install(module: nn.Module) -> None:
     with _INSTALL_LOCK:
         if module in _INSTALLED:
             return
-        module.register_forward_pre_hook(_dispatch_pre, with_kwargs=True)
-        module.register_forward_hook(_dispatch_post)
+        # a deep copy of a model carries its modules' dispatchers along: never add a second pair
+        if not any(h is _dispatch_pre for h in module._forward_pre_hooks.values()):
+            module.register_forward_pre_hook(_dispatch_pre, with_kwargs=True)
+        if not any(h is _dispatch_post for h in module._forward_hooks.values()):
+            module.register_forward_hook(_dispatch_post)
         _INSTALLED[module] = True
 
 
