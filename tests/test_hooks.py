@@ -145,3 +145,21 @@ def test_a_hook_does_not_touch_another_threads_pass(lm):
     [t.join(60) for t in ts]
     assert all(torch.equal(x, clean) for x in results["plain"])
     assert not torch.allclose(results["patched"], clean)
+
+
+def test_a_deep_copied_model_applies_each_context_once(tiny):
+    import copy
+
+    lm = tiny("llama")
+    with record([lm.arch.blocks[1]]):  # dispatchers installed on the original's modules
+        pass
+    clone = copy.deepcopy(lm.model)
+    block = clone.model.layers[1]
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.inference_mode(), record([block]) as plain:
+        clone(input_ids=ids)
+    with torch.inference_mode(), edit_output(block, lambda h, _a: h + 1.0, variant="plus-one"), \
+            record([block]) as edited:
+        clone(input_ids=ids)
+    assert len(plain[0]) == 1 and len(edited[0]) == 1
+    assert torch.allclose(edited[0][0], plain[0][0] + 1.0)
