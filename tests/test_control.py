@@ -57,10 +57,31 @@ def test_edit_changes_the_edited_context_and_reading(lm, edit):
 
 
 def test_revert_is_bit_identical(lm, edit):
-    before = logits(lm)
+    before = logits(lm, PROMPT)
     with applied(lm, edit):
-        pass
-    assert torch.equal(logits(lm), before)
+        during = logits(lm, PROMPT)
+    after = logits(lm, PROMPT)
+    assert not torch.allclose(during, before, atol=1e-3)  # the edit really changed the outputs
+    assert torch.equal(after, before)  # and reverting restores them bit for bit
+    mlp = lm.arch.mlps[edit.layer - 1]
+    assert any(not torch.equal(edit.params[k], v) for k, v in mlp.named_parameters())  # new weights...
+    private = edit.module(lm)
+    assert private is not mlp and all(p.data_ptr() != q.data_ptr() for p, q in zip(private.parameters(),
+                                                                                     mlp.parameters()))
+
+
+def test_edit_id_is_computed_once_and_the_params_are_frozen(lm, edit):
+    import hashlib
+
+    h = hashlib.sha1(str(edit.layer).encode())
+    for name in sorted(edit.params):
+        h.update(name.encode())
+        h.update(edit.params[name].to(torch.float32).contiguous().numpy().tobytes())
+    assert edit.edit_id == "edit-" + h.hexdigest()[:16]
+    with pytest.raises(TypeError):
+        edit.params["x"] = torch.zeros(1)  # type: ignore[index]
+    with pytest.raises(AttributeError):
+        edit.layer = 3
 
 
 def test_other_contexts_see_the_stock_model_even_concurrently(lm, edit):
@@ -140,15 +161,21 @@ def test_reinforcement_control_reduces_mentions(lm):
     res = reinforcement_control(lm, "The Eiffel Tower is a famous landmark in Paris, France", 10, judge,
                                 TrainSettings(steps=4, lr=2e-3, beta=0.0), max_new_tokens=8)
     assert len(res.rewards) == 5
-    assert res.share_after <= res.share_before
-    assert res.rewards[-1] >= res.rewards[0]
+    assert res.share_after < res.share_before  # fewer readings mention the concept
+    assert res.rewards[-1] > res.rewards[0]
     assert 0 <= res.retention_after <= 1 and res.edit.meta["kind"] == "reinforcement"
+
+
+def test_keyword_judge_scores_mentions(lm):
+    judge = Judge("Paris", ["paris", "france"], mode="keywords")
+    assert judge.rewards(lm, ["We went to Paris", "a quiet village", "FRANCE is large"]) == [-1, 1, -1]
 
 
 def test_model_judge_scores(lm):
     judge = Judge("animals", mode="model")
-    r = judge.rewards(lm, ["a dog and a cat", "the dog barked at the cat"])
-    assert all(v in (-1, 0, 1) for v in r)
+    assert judge.rewards(lm, ["Many animals live in the forest"]) == [-1]  # a mention is always penalised
+    yes_no = judge._yes_minus_no(lm, ["a dog and a cat", "the invoice total is forty dollars"])
+    assert yes_no[0] > yes_no[1]  # the model's own yes/no ranks an animal text above an invoice
 
 
 def test_steering_and_answers(lm, edit):

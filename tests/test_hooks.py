@@ -7,7 +7,7 @@ import threading
 import pytest
 import torch
 
-from explorer.core.hooks import inject, overwrite_positions, record
+from explorer.core.hooks import MODEL_VARIANT, edit_input, edit_output, inject, overwrite_positions, record
 
 
 def _run(lm, ids, blocks=True):
@@ -66,12 +66,56 @@ def test_strength_mixes_linearly():
     assert torch.equal(overwrite_positions(h, [2], v)[:, 2], v)
 
 
-def test_hooks_are_removed_even_on_error(lm):
+def _hook_counts(module):
+    return (len(module._forward_pre_hooks), len(module._forward_hooks))
+
+
+def test_no_context_adds_or_removes_hooks_on_a_shared_module(lm):
     block = lm.arch.blocks[2]
-    before = (len(block._forward_pre_hooks), len(block._forward_hooks))
-    with pytest.raises(RuntimeError), inject(block, [0], torch.zeros(1, lm.hidden_size)):
+    with record([block]):  # the module's one pair of dispatching hooks, installed on first use
+        pass
+    installed = _hook_counts(block)
+    seen = []
+    ids = torch.tensor([lm.tokenizer.encode("one two three")])
+    with torch.inference_mode(), inject(block, [0], torch.zeros(1, lm.hidden_size)), \
+            edit_output(block, lambda h, _a: h * 2, variant="double"), record([block], inputs=True):
+        seen.append(_hook_counts(block))
+        lm.model(input_ids=ids)
+        seen.append(_hook_counts(block))
+    assert seen == [installed, installed] and _hook_counts(block) == installed
+
+
+def test_contexts_end_cleanly_on_error(lm):
+    block = lm.arch.blocks[3]
+    ids = torch.tensor([lm.tokenizer.encode("alpha beta gamma")])
+    with torch.inference_mode():
+        clean = lm.model(input_ids=ids).logits
+    with pytest.raises(RuntimeError), inject(block, [0, 1], torch.randn(1, lm.hidden_size) * 9):
         raise RuntimeError("boom")
-    assert (len(block._forward_pre_hooks), len(block._forward_hooks)) == before
+    with pytest.raises(RuntimeError), record([block]) as store:
+        raise RuntimeError("boom")
+    installed = _hook_counts(block)
+    with pytest.raises((TypeError, AttributeError)), record([block, "not a module"]):  # fails while being set up
+        pass
+    with torch.inference_mode():
+        after = lm.model(input_ids=ids).logits
+    assert torch.equal(after, clean)  # no injection left behind
+    assert store == [[]]  # a finished record() sees no later pass
+    assert _hook_counts(block) == installed
+
+
+def test_hook_contexts_declare_their_model_variant(lm):
+    block = lm.arch.blocks[1]
+    assert MODEL_VARIANT.get() is None
+    with edit_input(block, lambda h: h + 1, variant="plus-one"):
+        assert MODEL_VARIANT.get() == "plus-one"
+        with edit_output(block, lambda h, _a: h, variant="same"):
+            assert MODEL_VARIANT.get() == "plus-one+same"
+        with inject(block, [0], torch.zeros(1, lm.hidden_size)), record([block]):
+            assert MODEL_VARIANT.get() == "plus-one"  # a reading's own injection is not a variant
+    assert MODEL_VARIANT.get() is None
+    with pytest.raises(TypeError):
+        edit_input(block, lambda h: h)  # the variant must be declared
 
 
 def test_a_hook_does_not_touch_another_threads_pass(lm):
@@ -101,3 +145,21 @@ def test_a_hook_does_not_touch_another_threads_pass(lm):
     [t.join(60) for t in ts]
     assert all(torch.equal(x, clean) for x in results["plain"])
     assert not torch.allclose(results["patched"], clean)
+
+
+def test_a_deep_copied_model_applies_each_context_once(tiny):
+    import copy
+
+    lm = tiny("llama")
+    with record([lm.arch.blocks[1]]):  # dispatchers installed on the original's modules
+        pass
+    clone = copy.deepcopy(lm.model)
+    block = clone.model.layers[1]
+    ids = torch.tensor([[1, 2, 3]])
+    with torch.inference_mode(), record([block]) as plain:
+        clone(input_ids=ids)
+    with torch.inference_mode(), edit_output(block, lambda h, _a: h + 1.0, variant="plus-one"), \
+            record([block]) as edited:
+        clone(input_ids=ids)
+    assert len(plain[0]) == 1 and len(edited[0]) == 1
+    assert torch.allclose(edited[0][0], plain[0][0] + 1.0)

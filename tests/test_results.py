@@ -36,3 +36,31 @@ def test_json_and_csv_round_trip(results, tmp_path):
     frame = pd.read_csv(io.StringIO(results.to_csv(tmp_path / "r.csv")))
     assert len(frame) == 2 and json.loads(frame["relevancy_score"][0]) == results.records()[0]["relevancy_score"]
     assert "explorer_version" in frame.columns
+
+
+def test_each_reading_carries_the_variant_that_made_it(lm, tmp_path):
+    """Readings before and after an edit in one table: every export says per row which model made it."""
+    from explorer.methods.control import Edit, applied
+    from explorer.methods.session_io import SessionSnapshot, export_session, import_session
+
+    ex = Explorer(lm)
+    grid = ex.run("The Eiffel Tower is in the city of")
+    params = {k: v.detach().clone() * (3.0 if k.endswith("down_proj.weight") else 1.0)
+              for k, v in lm.arch.mlps[7].named_parameters()}
+    edit = Edit(layer=8, params=params)
+    table = ex.interpret(grid, "15:7", max_new_tokens=4)
+    with applied(lm, edit):
+        for cell in ex.interpret(grid, "10:3", max_new_tokens=4).cells:
+            table.add(cell)
+    want = [edit.edit_id, None]  # sorted by layer: 10:3 (edited), 15:7 (stock)
+    assert [r["variant"] for r in table.records()] == want
+    assert list(table.to_frame()["variant"]) == want
+    csv = pd.read_csv(io.StringIO(table.to_csv()), keep_default_na=False)
+    assert list(csv["variant"]) == [edit.edit_id, ""] and set(csv["grid_edit_id"]) == {""}
+    parquet = pd.read_parquet(table.to_parquet(tmp_path / "r.parquet"))
+    assert [v if isinstance(v, str) else None for v in parquet["variant"]] == want
+    assert list(parquet["token_texts"].map(list)) == [r["token_texts"] for r in table.records()]
+    back = InterpretationSet.from_json(table.to_json())
+    assert [c.variant for c in sorted(back.cells, key=lambda c: c.layer)] == want
+    snap = import_session(export_session(SessionSnapshot(model="default", prompt=grid.prompt, results=table)))
+    assert [r["variant"] for r in snap.results.records()] == want

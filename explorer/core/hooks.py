@@ -1,27 +1,38 @@
-"""Context-managed forward hooks on stock Hugging Face modules, safe under concurrent users.
+"""Context-dispatched forward hooks on stock Hugging Face modules, safe under concurrent users.
 
 Gradio runs handlers in worker threads over one shared model, so a hook registered on a shared
-module sees every thread's forward passes. Each hook here therefore acts only when its own token is
-in the calling context's ``_ACTIVE`` set (a ``ContextVar``): another thread's passes through the
-same module are left untouched. Hooks are removed in a ``finally``.
+module sees every thread's forward passes. Each module therefore gets exactly one pre-hook and one
+forward hook, installed the first time any context needs that module and never removed; they look
+up what to do in a ``ContextVar`` holding the calling context's own functions. Entering
+``edit_input`` / ``edit_output`` / ``record`` / ``inject`` only sets that ContextVar, so no request
+adds or removes hooks on a shared module, another thread's passes are left untouched, and nothing
+can be left behind when a context fails.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Sequence
+import threading
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from types import MappingProxyType
 
 import torch
 from torch import nn
 
-_ACTIVE: ContextVar[frozenset[int]] = ContextVar("explorer_active_hooks", default=frozenset())
+# Per context: module -> ((kind, fn), ...) in the order the contexts were entered (outer first).
+# kind "pre": fn(hidden) -> hidden (input); kind "post": fn(output, args) -> output.
+_Entries = tuple[tuple[str, Callable], ...]
+_ACTIVE: ContextVar[Mapping[nn.Module, _Entries]] = ContextVar("explorer_active_hooks", default=MappingProxyType({}))
 # Which model this context's forward passes run: None = the stock weights; otherwise the tags of every
 # hook context that changes what the model computes (a control edit, a steering vector, ...), joined
-# by "+". The interpretation cache and the shared batcher key on it, so one session's modified model
-# never serves or shares a batch with another's.
+# by "+". The interpretation cache, the prompt states and the shared batcher key on it, so one
+# session's modified model never serves or shares a batch with another's.
 MODEL_VARIANT: ContextVar[str | None] = ContextVar("explorer_model_variant", default=None)
-_counter = iter(range(1, 1 << 62))
+
+_INSTALLED: weakref.WeakKeyDictionary[nn.Module, bool] = weakref.WeakKeyDictionary()
+_INSTALL_LOCK = threading.Lock()
 
 
 def _split_input(args: tuple, kwargs: dict) -> torch.Tensor:
@@ -47,16 +58,63 @@ def _replace_output(output, hidden: torch.Tensor):
     return hidden
 
 
+def _dispatch_pre(module: nn.Module, args: tuple, kwargs: dict):
+    entries = _ACTIVE.get().get(module)
+    if not entries:
+        return None
+    changed = False
+    for kind, fn in entries:
+        if kind == "pre":
+            args, kwargs = _join_input(args, kwargs, fn(_split_input(args, kwargs)))
+            changed = True
+    return (args, kwargs) if changed else None
+
+
+def _dispatch_post(module: nn.Module, args: tuple, output):
+    entries = _ACTIVE.get().get(module)
+    if not entries:
+        return None
+    changed = False
+    for kind, fn in entries:
+        if kind == "post":
+            output = _replace_output(output, fn(output_tensor(output), args))
+            changed = True
+    return output if changed else None
+
+
+def install(module: nn.Module) -> None:
+    """Give ``module`` its two dispatching hooks (once; idempotent and thread-safe)."""
+    if module in _INSTALLED:
+        return
+    with _INSTALL_LOCK:
+        if module in _INSTALLED:
+            return
+        # a deep copy of a model carries its modules' dispatchers along: never add a second pair
+        if not any(h is _dispatch_pre for h in module._forward_pre_hooks.values()):
+            module.register_forward_pre_hook(_dispatch_pre, with_kwargs=True)
+        if not any(h is _dispatch_post for h in module._forward_hooks.values()):
+            module.register_forward_hook(_dispatch_post)
+        _INSTALLED[module] = True
+
+
+def installed(module: nn.Module) -> bool:
+    return module in _INSTALLED
+
+
 @contextlib.contextmanager
-def _active(token: int, handles: Sequence[torch.utils.hooks.RemovableHandle]) -> Iterator[None]:
-    """Switch the hooks behind ``token`` on for this context, and remove them when it ends."""
-    reset = _ACTIVE.set(_ACTIVE.get() | {token})
+def _activate(pairs: Sequence[tuple[nn.Module, str, Callable]]) -> Iterator[None]:
+    """Add ``(module, kind, fn)`` entries to this context's active functions until the block ends."""
+    for module, _kind, _fn in pairs:
+        install(module)
+    current = _ACTIVE.get()
+    new = dict(current)
+    for module, kind, fn in pairs:
+        new[module] = (*new.get(module, ()), (kind, fn))
+    reset = _ACTIVE.set(MappingProxyType(new))
     try:
         yield
     finally:
         _ACTIVE.reset(reset)
-        for h in handles:
-            h.remove()
 
 
 @contextlib.contextmanager
@@ -85,14 +143,7 @@ def edit_input(module: nn.Module, fn: Callable[[torch.Tensor], torch.Tensor], *,
     ``variant`` names the model this makes (see :func:`model_variant`); None only for a hook that is
     part of a reading itself (a SelfIE or Patchscope injection), whose results are keyed otherwise.
     """
-    token = next(_counter)
-
-    def hook(_mod, args, kwargs):
-        if token not in _ACTIVE.get():
-            return None
-        return _join_input(args, kwargs, fn(_split_input(args, kwargs)))
-
-    with model_variant(variant), _active(token, [module.register_forward_pre_hook(hook, with_kwargs=True)]):
+    with model_variant(variant), _activate([(module, "pre", fn)]):
         yield
 
 
@@ -101,14 +152,7 @@ def edit_output(module: nn.Module, fn: Callable[[torch.Tensor, tuple], torch.Ten
                 variant: str | None) -> Iterator[None]:
     """Replace the output of ``module`` by ``fn(output, inputs)`` for this context's passes (``variant``: as
     :func:`edit_input`)."""
-    token = next(_counter)
-
-    def hook(_mod, args, output):
-        if token not in _ACTIVE.get():
-            return None
-        return _replace_output(output, fn(output_tensor(output), args))
-
-    with model_variant(variant), _active(token, [module.register_forward_hook(hook)]):
+    with model_variant(variant), _activate([(module, "post", fn)]):
         yield
 
 
@@ -118,21 +162,20 @@ def record(modules: Sequence[nn.Module], *, inputs: bool = False) -> Iterator[li
 
     Yields one list per module, appended to on every forward pass.
     """
-    token = next(_counter)
     store: list[list[torch.Tensor]] = [[] for _ in modules]
-    handles = []
+    pairs: list[tuple[nn.Module, str, Callable]] = []
     for i, module in enumerate(modules):
         if inputs:
-            def pre(_mod, args, kwargs, i=i):
-                if token in _ACTIVE.get():
-                    store[i].append(_split_input(args, kwargs))
-            handles.append(module.register_forward_pre_hook(pre, with_kwargs=True))
+            def pre(hidden: torch.Tensor, i: int = i) -> torch.Tensor:
+                store[i].append(hidden)
+                return hidden
+            pairs.append((module, "pre", pre))
         else:
-            def post(_mod, _args, output, i=i):
-                if token in _ACTIVE.get():
-                    store[i].append(output_tensor(output))
-            handles.append(module.register_forward_hook(post))
-    with _active(token, handles):
+            def post(out: torch.Tensor, _args: tuple, i: int = i) -> torch.Tensor:
+                store[i].append(out)
+                return out
+            pairs.append((module, "post", post))
+    with _activate(pairs):
         yield store
 
 

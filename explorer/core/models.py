@@ -8,9 +8,9 @@ transformers folder under the cache directory; later loads read that folder in s
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import threading
+from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -19,6 +19,7 @@ import torch
 
 from explorer.core.architecture import Architecture
 from explorer.core.errors import ModelLoadError
+from explorer.core.gguf import converted_folder
 from explorer.core.types import CausalLM, Tokenizer
 from explorer.core.version import __version__
 
@@ -124,52 +125,27 @@ def pick_device_and_dtype(device: str | None = None, dtype: str | torch.dtype | 
     return device, dtype
 
 
-def _convert_gguf(gguf: Path, out_dir: Path) -> None:
-    """Dequantise a GGUF file once into an ordinary transformers folder (atomic rename)."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
-
-    tmp = out_dir.with_name(out_dir.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    tok = AutoTokenizer.from_pretrained(str(gguf.parent), gguf_file=gguf.name)
-    model = AutoModelForCausalLM.from_pretrained(  # type: ignore[arg-type]  # a folder path is accepted
-        str(gguf.parent), gguf_file=gguf.name, quantization_config=GgufConfig(dequantize=True),
-        dtype=torch.float32,
-    )
-    model.hf_quantizer = None  # type: ignore[assignment]  # so save_pretrained writes plain weights
-    if hasattr(model.config, "quantization_config"):
-        del model.config.quantization_config
-    model.save_pretrained(str(tmp))
-    tok.save_pretrained(str(tmp))
-    (tmp / "explorer_source.json").write_text(json.dumps({"gguf": str(gguf), "size": gguf.stat().st_size}))
-    if out_dir.exists():  # another process won the race
-        import shutil
-
-        shutil.rmtree(tmp, ignore_errors=True)
-        return
-    tmp.rename(out_dir)
-
-
 def _converted_folder(gguf: Path) -> Path:
-    """The cache folder for a GGUF file, converting it on first use."""
-    key = f"{gguf.stem}-{gguf.stat().st_size}"
-    out = cache_root() / "converted" / key
-    if not (out / "config.json").is_file():
-        try:
-            _convert_gguf(gguf, out)
-        except ModelLoadError:
-            raise
-        except Exception as e:
-            raise ModelLoadError(
-                f"Could not read the GGUF file '{gguf}': {type(e).__name__}: {str(e)[:200]}. "
-                "Check that it is a complete GGUF file of a causal LM."
-            ) from e
-    return out
+    """The cache folder for a GGUF file (keyed by a hash of its content), converting it on first use."""
+    return converted_folder(gguf, cache_root())
+
+
+def normalise_spec(spec: str | None) -> str:
+    """One spelling per model: every alias of the default ("Default", " embedded ", its name or hub
+    id in any case) is ``"default"``; local paths are made absolute; other ids are stripped."""
+    text = " ".join((spec or "").split())
+    if not text or text.lower() in _DEFAULT_ALIASES:
+        return DEFAULT_MODEL
+    path = Path(text).expanduser()
+    if text.endswith(".gguf") or text.startswith((".", "/", "~")) or path.exists():
+        return str(path.resolve())
+    return text
 
 
 def resolve_source(spec: str | None) -> tuple[str, str]:
     """Map a user's model spec to ``(model_id, local folder or hub id)``."""
-    spec = (spec or DEFAULT_MODEL).strip()
-    if spec.lower() in _DEFAULT_ALIASES:
+    spec = normalise_spec(spec)
+    if spec == DEFAULT_MODEL:
         gguf = embedded_gguf_path()
         if gguf is not None:
             return EMBEDDED_NAME, str(_converted_folder(gguf))
@@ -203,8 +179,8 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-_LOADED: dict[tuple, LoadedModel] = {}
-_LOAD_LOCK = threading.Lock()
+_LOADED: dict[tuple, Future] = {}
+_LOAD_LOCK = threading.Lock()  # guards _LOADED only; never held while a model loads
 
 
 def load_model(
@@ -222,16 +198,43 @@ def load_model(
     :class:`ModelLoadError` with one sentence saying which model, why, and what to do.
     """
     device, torch_dtype = pick_device_and_dtype(device, dtype)
-    key = ((spec or DEFAULT_MODEL).strip(), device, str(torch_dtype), trust_remote_code,
-           tuple(sorted((overrides or {}).items())))
-    with _LOAD_LOCK:
-        if cache and key in _LOADED:
-            return _LOADED[key]
+    if not cache:
         model_id, source = resolve_source(spec)
-        lm = _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides)
-        if cache:
-            _LOADED[key] = lm
-        return lm
+        return _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides)
+    key = (normalise_spec(spec), device, str(torch_dtype), trust_remote_code, tuple(sorted((overrides or {}).items())))
+    return once(_LOADED, _LOAD_LOCK, key, lambda: _load_from_source(
+        *resolve_source(spec), device, torch_dtype, trust_remote_code, overrides))
+
+
+def once(table: dict, lock: threading.Lock, key, make):
+    """``make()`` run once per ``key`` however many threads ask at the same time; the others wait on
+    its Future without holding ``lock`` (a failure is not remembered: the next call tries again)."""
+    with lock:
+        fut = table.get(key)
+        owner = fut is None
+        if owner:
+            fut = table[key] = Future()
+    if owner:
+        try:
+            fut.set_result(make())
+        except BaseException as e:
+            with lock:
+                table.pop(key, None)
+            fut.set_exception(e)
+    return fut.result()
+
+
+def forget_loaded(lm: LoadedModel) -> None:
+    """Drop ``lm`` from the per-process cache (so an evicted model's memory can be returned)."""
+    with _LOAD_LOCK:
+        for key, fut in list(_LOADED.items()):
+            if fut.done() and fut.exception() is None and fut.result() is lm:
+                del _LOADED[key]
+
+
+def model_nbytes(lm: LoadedModel) -> int:
+    """Bytes held by a model's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in (*lm.model.parameters(), *lm.model.buffers()))
 
 
 def _load_from_source(

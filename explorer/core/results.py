@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 COMPAT_COLUMNS = ["prompt", "interpretation", "layer", "token", "token_decoded", "relevancy_score"]
+EXTRA_COLUMNS = ["mean_relevancy", "token_texts", "generated_ids", "variant"]
 
 
 @dataclass
@@ -37,6 +38,7 @@ class CellInterpretation:
     relevancy_score: list[float] | None = None
     cached: bool = False
     partial: bool = False  # a token-by-token snapshot while decoding
+    variant: str | None = None  # the model variant that produced it: None = stock weights, else edit/steering ids
 
     @property
     def mean_relevancy(self) -> float | None:
@@ -60,6 +62,7 @@ class CellInterpretation:
             "mean_relevancy": None if self.mean_relevancy is None else round(self.mean_relevancy, 6),
             "token_texts": list(self.token_texts),
             "generated_ids": list(self.generated_ids),
+            "variant": self.variant,
         }
         return rec
 
@@ -93,8 +96,8 @@ class InterpretationSet:
 
     def to_frame(self, compat: bool = False) -> pd.DataFrame:
         """All columns, or with ``compat=True`` exactly the original ``interpret()`` columns."""
-        frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, "mean_relevancy", "token_texts",
-                                                      "generated_ids"])
+        frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, *EXTRA_COLUMNS])
+        frame["variant"] = frame["variant"].astype(object).where(frame["variant"].notna(), None)  # None: stock
         if compat:
             return frame[COMPAT_COLUMNS]
         return frame
@@ -104,11 +107,22 @@ class InterpretationSet:
         for col in ("relevancy_score", "token_texts", "generated_ids"):
             frame[col] = frame[col].map(lambda v: json.dumps(v) if v is not None else "")
         for key, value in self.provenance.items():
-            frame[key] = "" if value is None else str(value)
+            # the grid's variant is provenance of the grid; each reading's own is in "variant"
+            frame["grid_edit_id" if key == "edit_id" else key] = "" if value is None else str(value)
         text = frame.to_csv(index=False)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
         return text
+
+    def to_parquet(self, path: str | Path) -> Path:
+        """The full frame (list columns kept as lists) with the provenance as file metadata."""
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(self.to_frame(), preserve_index=False)
+        meta = {**(table.schema.metadata or {}), b"explorer_provenance": json.dumps(self.provenance, default=str).encode()}
+        pq.write_table(table.replace_schema_metadata(meta), str(path))
+        return Path(path)
 
     def to_json(self, path: str | Path | None = None, *, with_provenance: bool = False) -> str:
         """A list of records; ``with_provenance`` wraps it as ``{"provenance": ..., "results": [...]}``."""
@@ -132,7 +146,7 @@ class InterpretationSet:
                 layer=int(r["layer"]), token=int(r["token"]), token_decoded=r["token_decoded"],
                 interpretation=r["interpretation"], generated_ids=list(r.get("generated_ids", [])),
                 token_texts=list(r.get("token_texts", [])), p_with=[],
-                relevancy_score=r.get("relevancy_score"),
+                relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None,
             ))
         return out
 

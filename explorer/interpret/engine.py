@@ -194,15 +194,13 @@ class Interpreter:
         texts = [tok.decode([i], skip_special_tokens=False) for i in ids]
         text = tok.decode(ids, skip_special_tokens=True).strip()
         return CellInterpretation(layer=layer, token=token, token_decoded=grid.tokens[token], interpretation=text,
-                                  generated_ids=list(ids), token_texts=texts, p_with=list(p_with))
+                                  generated_ids=list(ids), token_texts=texts, p_with=list(p_with),
+                                  variant=MODEL_VARIANT.get())
 
     @staticmethod
     def _with_relevancy(cell: CellInterpretation, p_without: list[float]) -> CellInterpretation:
         rel = [abs(a - b) for a, b in zip(cell.p_with, p_without)]
-        return CellInterpretation(layer=cell.layer, token=cell.token, token_decoded=cell.token_decoded,
-                                  interpretation=cell.interpretation, generated_ids=cell.generated_ids,
-                                  token_texts=cell.token_texts, p_with=cell.p_with, p_without=list(p_without),
-                                  relevancy_score=rel)
+        return dataclasses.replace(cell, p_without=list(p_without), relevancy_score=rel, cached=False, partial=False)
 
     def interpret_text_without_state(self, settings: InterpretSettings) -> str:
         """What the template alone produces (placeholders left as they are): the baseline reading."""

@@ -28,7 +28,27 @@ class _Request:
     key: tuple
     ctx: contextvars.Context
     on_step: Callable[[list[int]], None] | None
+    flush: Callable[[int], None] | None = None  # called once per step after every row of its call updated
     future: Future = field(default_factory=Future)
+
+
+class _StreamRows:
+    """The partial ids of every row of one ``generate`` call: each row writes its own slot, and the
+    call's callback sees them all once per step (never a snapshot with other rows left empty)."""
+
+    def __init__(self, n: int, on_step: Callable[[int, list[list[int]]], None]):
+        self.rows: list[list[int]] = [[] for _ in range(n)]
+        self.on_step = on_step
+        self._lock = threading.Lock()
+
+    def update(self, i: int, ids: list[int]) -> None:
+        with self._lock:
+            self.rows[i] = list(ids)
+
+    def flush(self, step: int) -> None:
+        with self._lock:
+            rows = [list(r) for r in self.rows]
+        self.on_step(step, rows)
 
 
 class BatchScheduler:
@@ -43,10 +63,14 @@ class BatchScheduler:
         self.batches_run = 0
         self.batch_sizes: list[int] = []
 
-    def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None) -> Future:
-        """Queue one state; the future resolves to ``(generated ids, p_with)`` for it."""
+    def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None,
+               flush: Callable[[int], None] | None = None) -> Future:
+        """Queue one state; the future resolves to ``(generated ids, p_with, steps)`` for it.
+
+        Requests are batched only with others of the same settings and model variant.
+        """
         req = _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
-                       ctx=contextvars.copy_context(), on_step=on_step)
+                       ctx=contextvars.copy_context(), on_step=on_step, flush=flush)
         with self._cv:
             self._queue.append(req)
             self._ensure_worker()
@@ -56,13 +80,12 @@ class BatchScheduler:
     def generate(self, vectors: torch.Tensor, settings, on_step=None):
         """Submit B states and wait: the same result as ``interpreter.generate`` (rows may share batches)."""
         futures = []
+        rows = _StreamRows(int(vectors.shape[0]), on_step) if on_step is not None else None
         for i in range(vectors.shape[0]):
-            cb = None
-            if on_step is not None:
-                def cb(ids, i=i, snapshot={}):  # noqa: B006 - per-call snapshot of all rows
-                    snapshot[i] = ids
-                    on_step(len(ids), [snapshot.get(j, []) for j in range(vectors.shape[0])])
-            futures.append(self.submit(vectors[i], settings, cb))
+            if rows is None:
+                futures.append(self.submit(vectors[i], settings))
+            else:
+                futures.append(self.submit(vectors[i], settings, lambda ids, i=i: rows.update(i, ids), rows.flush))
         try:
             results = [f.result() for f in futures]
         except BaseException:
@@ -98,10 +121,15 @@ class BatchScheduler:
                 continue
             vectors = torch.stack([r.vector for r in batch])
 
-            def on_step(_step: int, ids: list[list[int]], batch=batch) -> None:
+            def on_step(step: int, ids: list[list[int]], batch=batch) -> None:
+                flushes: dict[int, Callable[[int], None]] = {}
                 for r, row in zip(batch, ids):
                     if r.on_step is not None:
                         r.on_step(list(row))
+                    if r.flush is not None:
+                        flushes[id(r.flush.__self__) if hasattr(r.flush, "__self__") else id(r.flush)] = r.flush
+                for flush in flushes.values():
+                    flush(step)
 
             try:
                 gen = batch[0].ctx.run(self.interpreter.generate_now, vectors, batch[0].settings, on_step)

@@ -63,13 +63,25 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         # what the session holds (grid, readings, edit, cache share) is freed as soon as the tab closes.
         # Handlers that give a session something to hold bind it to its connection (not a load event:
         # that would race the first click for the creation of the state).
+        # Only the closing tab's own session is freed: the registry checks that the session bound to
+        # the hash is the one this connection's state holds.
         def on_close(request: gr.Request) -> None:
-            registry.release(request.session_hash)
+            registry.release(request.session_hash, _state_of(demo, session, request.session_hash))
 
         demo.unload(on_close)
     demo.sx_registry = registry  # type: ignore[attr-defined]
     demo.sx_config = config  # type: ignore[attr-defined]
     return demo
+
+
+def _state_of(demo: gr.Blocks, state: gr.State, session_hash: str | None) -> Session | None:
+    """The session value a connection's ``gr.State`` holds (None if it never made one)."""
+    holder = getattr(demo, "state_holder", None)
+    if not session_hash or holder is None or session_hash not in holder:
+        return None
+    data = holder.session_data[session_hash]
+    value = data.state_data.get(state._id) if hasattr(data, "state_data") else None
+    return value if isinstance(value, Session) else None
 
 
 def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, **kwargs) -> None:

@@ -18,7 +18,7 @@ from explorer.api import Explorer
 from explorer.core.errors import InputError
 from explorer.core.grid import Grid
 from explorer.core.prompts import PRESETS, Template
-from explorer.core.results import CellInterpretation
+from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.control import applied
@@ -160,22 +160,15 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
     grid = session.require_grid()
     for layer, token in cells:
         grid.check_cell(layer, token)
-    session.stop_event.clear()
     started = time.monotonic()
+    with session.job() as stop:
+        def should_stop() -> bool:
+            return stop.is_set() or time.monotonic() - started > time_limit_s
 
-    def should_stop() -> bool:
-        return session.stop_event.is_set() or time.monotonic() - started > time_limit_s
-
-    with session.lock:
-        session.active_jobs += 1
-    try:
         yield from iterate_in_thread(
             lambda: _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
                                      min_interval_s),
-            context=lambda: session.job_context(ex.lm), on_abandon=session.stop_event.set)
-    finally:
-        with session.lock:
-            session.active_jobs -= 1
+            context=lambda: session.job_context(ex.lm), on_abandon=stop.set)
 
 
 def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tuple[int, int]],
@@ -210,7 +203,7 @@ def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tup
                    details_html(ex, grid, fl, ft, shown, note="interpreting…"),
                    None if cell.partial else results_table(session),  # type: ignore[arg-type]
                    _status(len(done), total, should_stop()))
-    stopped = session.stop_event.is_set()
+    stopped = should_stop()
     fl, ft = focus if focus is not None else (session.selected or (None, None))
     shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
     yield View(figure_for(ex, session), details_html(ex, grid, fl, ft, shown), results_table(session),
@@ -270,44 +263,49 @@ def snapshot(session: Session):
 
 
 def restore(registry: ModelRegistry, session: Session, text: str) -> View:
-    """Import a shared session: re-run its prompt (same model) and put its results back as they were."""
+    """Import a shared session: re-run its prompt (same model) and put its results back as they were.
+
+    Everything is built aside first (model, edit, grid, results) and put in place in one step, so a
+    file that fails at any point leaves the session exactly as it was.
+    """
     from explorer.methods.session_io import import_session
 
     snap = import_session(text)
-    note = ""
-    imported_edit = None
-    if snap.edit:
-        if not snap.edit.get("safetensors_base64"):
-            note = (f" The original view had control edit {snap.edit.get('edit_id')}, which this file does not "
-                    "carry; results are as exported, new readings use the unedited model.")
-        else:
-            from explorer.core.errors import EditError
-            from explorer.methods.control import Edit
-
-            try:
-                edit = Edit.from_base64(snap.edit["safetensors_base64"], registry.get(snap.model).lm)
-            except EditError as e:
-                raise InputError(f"The session's control edit cannot be restored: {e}") from e
-            if snap.edit.get("edit_id") not in (None, edit.edit_id):
-                raise InputError("The session's control edit does not match its recorded id; the file is damaged.")
-            imported_edit = edit
-            note = f" Its control edit {edit.edit_id} is applied again."
-    previous_edit = session.edit
-    if imported_edit is not None:
-        session.edit = imported_edit
-    try:
-        view = run_prompt(registry, session, snap.model, snap.prompt, snap.chat)
-    except Exception:
-        session.edit = previous_edit  # a failed import leaves the session as it was
-        raise
+    ex = registry.get(snap.model)
+    edit, note = _imported_edit(ex, snap.edit)
+    with applied(ex.lm, edit):
+        grid = ex.run(snap.prompt, chat=bool(snap.chat))
+    results = InterpretationSet(prompt=grid.prompt, provenance=dict(grid.provenance))
+    for cell in snap.results.cells:
+        grid.check_cell(cell.layer, cell.token)
+        results.add(cell)
     with session.lock:
-        for cell in snap.results.cells:
-            session.grid.check_cell(cell.layer, cell.token)
-            session.results.add(cell)
+        session.model, session.edit = snap.model, edit
+        session.new_grid(grid)
+        session.results = results
         session.settings = dict(snap.settings)
-    ex = registry.get(session.model)
-    return View(figure_for(ex, session), view.details, results_table(session),
+    registry.budget.touch(session)
+    return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session),
                 f"Imported {len(snap.results.cells)} results for {snap.prompt!r} ({snap.model}).{note}")
+
+
+def _imported_edit(ex: Explorer, recorded: dict | None):
+    """The control edit a session file carries (checked against the model), and a note for the status."""
+    if not recorded:
+        return None, ""
+    if not recorded.get("safetensors_base64"):
+        return None, (f" The original view had control edit {recorded.get('edit_id')}, which this file does not "
+                      "carry; results are as exported, new readings use the unedited model.")
+    from explorer.core.errors import EditError
+    from explorer.methods.control import Edit
+
+    try:
+        edit = Edit.from_base64(recorded["safetensors_base64"], ex.lm)
+    except EditError as e:
+        raise InputError(f"The session's control edit cannot be restored: {e}") from e
+    if recorded.get("edit_id") not in (None, edit.edit_id):
+        raise InputError("The session's control edit does not match its recorded id; the file is damaged.")
+    return edit, f" Its control edit {edit.edit_id} is applied again."
 
 
 def export_files(ex: Explorer, session: Session) -> tuple[str, str, str]:

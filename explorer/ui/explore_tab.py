@@ -203,7 +203,8 @@ class ExploreHandlers:
         return figure_value(view.figure), view.details, view.table
 
     def on_stop(self, sess: Session):
-        sess.stop_event.set()
+        if sess.stop_jobs() == 0:
+            return "Nothing is running."
         return "Stopping after the current batch…"
 
     def on_page(self, start, sess: Session):

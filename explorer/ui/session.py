@@ -13,14 +13,16 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from explorer.api import Explorer
 from explorer.core.errors import InputError, ModelLoadError
 from explorer.core.grid import Grid
-from explorer.core.models import DEFAULT_MODEL
+from explorer.core.models import DEFAULT_MODEL, forget_loaded, load_model, model_nbytes, normalise_spec
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
@@ -54,69 +56,156 @@ class AppConfig:
     session_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_MEMORY_MB", "2048")))
     cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_CACHE_MB", "256")))
     session_cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_CACHE_MB", "32")))
+    model_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MODEL_MEMORY_MB", "4096")))
+
+
+def _shown(key: str) -> str:
+    """A spec as it may appear in a public message: a local path by its last part only."""
+    return Path(key).name if Path(key).is_absolute() else key
 
 
 class ModelRegistry:
-    """Loads each model once per process; loading is serialised, use is shared."""
+    """The models this process serves, loaded once per spelling-normalised spec and shared by every user.
+
+    Loading runs outside the registry lock: one ``Future`` per spec, so concurrent requests for the
+    same model wait for one load while every other user carries on. Loaded models form an LRU bounded
+    by ``model_memory_mb``: when a load pushes the total over it, the least recently used models are
+    dropped, except the default model and any model a live session uses (holds a grid or runs a job).
+    """
 
     def __init__(self, config: AppConfig):
         self.config = config
-        self._explorers: dict[str, Explorer] = {}
+        self._explorers: OrderedDict[str, Explorer] = OrderedDict()
+        self._loading: dict[str, Future] = {}
         self._lock = threading.Lock()
         self.budget = SessionBudget(config.session_memory_mb * 2**20)
         self._cross: dict[tuple[str, str], CrossReader] = {}
         self._by_connection: dict[str, Session] = {}
+        self.evicted_models: list[str] = []
 
     def check_allowed(self, spec: str) -> str:
-        spec = (spec or "").strip() or self.config.default_model
-        if spec == self.config.default_model or spec in MODEL_PRESETS:
-            return spec
-        path = Path(spec).expanduser()
-        looks_local = spec.endswith(".gguf") or spec.startswith((".", "/", "~")) or path.exists()
-        if looks_local:
+        """The normalised spec if this server may load it, else InputError (one sentence, no paths)."""
+        key = normalise_spec(spec or self.config.default_model)
+        default = normalise_spec(self.config.default_model)
+        if key in (default, DEFAULT_MODEL) or key in MODEL_PRESETS:
+            return key
+        path = Path(key)
+        if path.is_absolute():
             allowed = [Path(d).expanduser().resolve() for d in self.config.allowed_model_dirs]
-            resolved = path.resolve()
-            if not any(resolved == d or d in resolved.parents for d in allowed):
+            if not any(path == d or d in path.parents for d in allowed):
                 raise InputError("Local model paths are limited to the folders the operator allows "
                                  "(SELFIE_MODEL_DIRS); this one is not among them.")
-            return spec
-        if not self.config.allow_any_model:
-            raise InputError("This server only offers its preset models.")
-        return spec
+            return key
+        if self.config.public or not self.config.allow_any_model:
+            raise InputError("This server only offers its configured models: "
+                             f"{', '.join(dict.fromkeys([DEFAULT_MODEL, *MODEL_PRESETS[1:]]))}.")
+        return key
 
     def get(self, spec: str | None) -> Explorer:
-        spec = self.check_allowed(spec or "")
+        key = self.check_allowed(spec or "")
         with self._lock:
-            ex = self._explorers.get(spec)
-            if ex is None:
-                try:
-                    ex = Explorer.load(spec, trust_remote_code=self.config.trust_remote_code,
-                                       max_prompt_tokens=self.config.max_prompt_tokens)
-                except ModelLoadError:
-                    raise
-                except Exception as e:
-                    raise ModelLoadError(f"Could not load '{spec}': {type(e).__name__}.") from e
-                ex.interpreter.max_batch = self.config.max_batch
-                ex.interpreter.results = ByteLRU(self.config.cache_mb * 2**20, lambda c: c.nbytes(),
-                                                 self.config.session_cache_mb * 2**20)
-                ex.interpreter.enable_batching()
-                self._explorers[spec] = ex
-            return ex
-
-    def bind(self, session_hash: str | None, session: Session) -> None:
-        """Remember which browser connection a session belongs to, so closing the tab can free it."""
-        if session_hash:
+            ex = self._explorers.get(key)
+            if ex is not None:
+                self._explorers.move_to_end(key)
+                return ex
+            fut = self._loading.get(key)
+            owner = fut is None
+            if fut is None:
+                fut = self._loading[key] = Future()
+        if owner:
+            try:
+                ex = self._load(key)
+            except BaseException as e:
+                with self._lock:
+                    self._loading.pop(key, None)
+                fut.set_exception(e)
+                raise
             with self._lock:
-                self._by_connection[session_hash] = session
+                self._explorers[key] = ex
+                self._loading.pop(key, None)
+            fut.set_result(ex)
+            self._evict(keep=key)
+        return fut.result()
 
-    def release(self, session_hash: str | None) -> Session | None:
-        """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
-        cache share now. Returns the freed session, if there was one."""
+    def _load(self, key: str) -> Explorer:
+        try:
+            lm = load_model(key, trust_remote_code=self.config.trust_remote_code)
+        except ModelLoadError as e:
+            if self.config.public:
+                raise ModelLoadError(f"Could not load the model '{_shown(key)}'.") from e
+            raise
+        except Exception as e:
+            shown = f"'{_shown(key)}'" if self.config.public else f"'{key}': {type(e).__name__}"
+            raise ModelLoadError(f"Could not load {shown}.") from e
+        ex = Explorer(lm, max_prompt_tokens=self.config.max_prompt_tokens)
+        ex.interpreter.max_batch = self.config.max_batch
+        ex.interpreter.results = ByteLRU(self.config.cache_mb * 2**20, lambda c: c.nbytes(),
+                                         self.config.session_cache_mb * 2**20)
+        ex.interpreter.enable_batching()
+        return ex
+
+    def in_use(self) -> set[str]:
+        """Specs a live session uses: it holds a grid of that model or runs a job on it."""
         with self._lock:
-            session = self._by_connection.pop(session_hash or "", None)
-        if session is not None:
-            self.forget_session(session)
-            session.close()
+            sessions = list(self._by_connection.values())
+        sessions += [s for s, _ in self.budget.snapshot()]
+        return {normalise_spec(s.model) for s in sessions if s.grid is not None or s.active_jobs > 0}
+
+    def _evict(self, keep: str) -> None:
+        """Drop least recently used models until the total fits ``model_memory_mb`` (never the default,
+        ``keep`` or a model in use)."""
+        budget = self.config.model_memory_mb * 2**20
+        protected = {keep, normalise_spec(self.config.default_model), *self.in_use()}
+        with self._lock:
+            sizes = {k: model_nbytes(ex.lm) for k, ex in self._explorers.items()}
+            total = sum(sizes.values())
+            for k in list(self._explorers):
+                if total <= budget:
+                    break
+                if k in protected:
+                    continue
+                total -= sizes[k]
+                forget_loaded(self._explorers.pop(k).lm)
+                self._cross = {pair: cr for pair, cr in self._cross.items() if k not in pair}
+                self.evicted_models.append(k)
+
+    def loaded(self) -> list[str]:
+        with self._lock:
+            return list(self._explorers)
+
+    def bind(self, session_hash: str | None, session: Session) -> bool:
+        """Remember which browser connection a session belongs to, so closing the tab can free it.
+
+        The first binding wins on both sides: a session bound to one connection is never rebound to
+        another, and a connection's session is never replaced by another's. Returns whether
+        ``session`` is (now) the one bound to ``session_hash``.
+        """
+        if not session_hash:
+            return False
+        with self._lock:
+            owner = self._by_connection.get(session_hash)
+            if owner is None and session.connection in (None, session_hash):
+                self._by_connection[session_hash] = session
+                session.connection = session_hash
+                return True
+            return owner is session
+
+    def release(self, session_hash: str | None, session: Session | None) -> Session | None:
+        """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
+        cache share now. Returns the freed session, if there was one.
+
+        Only the session bound to ``session_hash`` and presented with it (the state of the closing
+        tab) is freed: a request carrying another session's hash, or a session with a hash not its
+        own, is refused (None).
+        """
+        if not session_hash or session is None:
+            return None
+        with self._lock:
+            if self._by_connection.get(session_hash) is not session or session.connection != session_hash:
+                return None
+            del self._by_connection[session_hash]
+        self.forget_session(session)
+        session.close()
         return session
 
     def cross_reader(self, source: str, reader: str) -> CrossReader:
@@ -155,11 +244,39 @@ class Session:
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
     edit: object | None = None  # explorer.methods.control.Edit
-    active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
-    stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
+    connection: str | None = None  # the browser connection (session hash) this session is bound to
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    _jobs: set[threading.Event] = field(default_factory=set, repr=False)
+
+    @property
+    def active_jobs(self) -> int:
+        """Jobs running now (a click may overlap a row job)."""
+        with self.lock:
+            return len(self._jobs)
+
+    @contextlib.contextmanager
+    def job(self) -> Iterator[threading.Event]:
+        """One job's own stop event, registered while it runs: Stop (``stop_jobs``) sets the events of
+        the jobs running at that moment; a new job never clears another's pending stop, and an
+        abandoned job sets only its own."""
+        stop = threading.Event()
+        with self.lock:
+            self._jobs.add(stop)
+        try:
+            yield stop
+        finally:
+            with self.lock:
+                self._jobs.discard(stop)
+
+    def stop_jobs(self) -> int:
+        """Ask every job running now to stop after its current step; returns how many were asked."""
+        with self.lock:
+            jobs = list(self._jobs)
+        for stop in jobs:
+            stop.set()
+        return len(jobs)
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
@@ -203,7 +320,7 @@ class Session:
         """Free what the session holds (called when the user's tab closes)."""
         import shutil
 
-        self.stop_event.set()
+        self.stop_jobs()
         self.grid = None
         self.results = None
         self.edit = None
@@ -240,6 +357,10 @@ class SessionBudget:
     def forget(self, session: Session) -> None:
         with self._lock:
             self._sessions.pop(session.session_id, None)
+
+    def snapshot(self) -> list[tuple[Session, float]]:
+        with self._lock:
+            return list(self._sessions.values())
 
     def total_bytes(self) -> int:
         with self._lock:

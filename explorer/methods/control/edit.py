@@ -14,13 +14,16 @@ reference text for the locality term, and the optimiser settings.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Sequence
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import torch
 
@@ -43,21 +46,29 @@ MAX_STEPS = 500
 
 @dataclass
 class Edit:
-    """Edited parameters of block ``layer - 1``'s MLP, with provenance and a content hash."""
+    """Edited parameters of block ``layer - 1``'s MLP, with provenance and a content hash.
+
+    ``params`` is frozen at construction (a read-only mapping of private, detached tensors) so that
+    ``edit_id``, the hash every cache and batch is keyed on, is computed once and stays true.
+    """
 
     layer: int
-    params: dict[str, torch.Tensor]
+    params: Mapping[str, torch.Tensor]
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        frozen = {k: v.detach().clone().requires_grad_(False) for k, v in dict(self.params).items()}
+        self.params = MappingProxyType(frozen)
+        self.__dict__["_edit_id"] = _content_id(self.layer, frozen)
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in ("layer", "params") and "_edit_id" in self.__dict__:
+            raise AttributeError(f"An Edit's {name} is fixed once made (its id hashes it); make a new Edit.")
+        super().__setattr__(name, value)
 
     @property
     def edit_id(self) -> str:
-        h = hashlib.sha1()
-        h.update(str(self.layer).encode())
-        for name in sorted(self.params):
-            t = self.params[name].detach().to("cpu", torch.float32).contiguous()
-            h.update(name.encode())
-            h.update(t.numpy().tobytes())
-        return "edit-" + h.hexdigest()[:16]
+        return self.__dict__["_edit_id"]
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in self.params.values())
@@ -133,6 +144,16 @@ class Edit:
         return edit
 
 
+def _content_id(layer: int, params: Mapping[str, torch.Tensor]) -> str:
+    h = hashlib.sha1()
+    h.update(str(layer).encode())
+    for name in sorted(params):
+        t = params[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(t.numpy().tobytes())
+    return "edit-" + h.hexdigest()[:16]
+
+
 def check_edit(lm: LoadedModel, edit: Edit) -> None:
     model_id = edit.meta.get("model_id")
     if model_id and model_id != lm.model_id:
@@ -153,20 +174,74 @@ def check_layer(lm: LoadedModel, layer) -> int:
     return layer
 
 
-def private_mlp(lm: LoadedModel, layer: int, params: dict[str, torch.Tensor] | None = None,
+_CLONE_LOCKS: weakref.WeakKeyDictionary[torch.nn.Module, threading.Lock] = weakref.WeakKeyDictionary()
+_CLONE_LOCKS_GUARD = threading.Lock()
+_HOOK_DICTS = ("_forward_hooks", "_forward_hooks_with_kwargs", "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks")
+# accelerate (device_map) replaces ``forward`` per instance and moves tensors in its own hook
+_ACCELERATE_ATTRS = ("forward", "_old_forward", "_hf_hook")
+
+
+def module_device(module: torch.nn.Module) -> torch.device:
+    """Where a module's own parameters live (with ``device_map`` that is not ``lm.device``)."""
+    for p in module.parameters():
+        return p.device
+    for b in module.buffers():
+        return b.device
+    return torch.device("cpu")
+
+
+def _clone_lock(module: torch.nn.Module) -> threading.Lock:
+    with _CLONE_LOCKS_GUARD:
+        lock = _CLONE_LOCKS.get(module)
+        if lock is None:
+            lock = _CLONE_LOCKS[module] = threading.Lock()
+        return lock
+
+
+def _structural_clone(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """A new module of the same class and attributes with private copies of its tensors.
+
+    Built from the module's state rather than by ``copy.deepcopy`` of the shared module: no hook,
+    accelerate wrapper or other thread's transient state travels with it.
+    """
+    new = object.__new__(type(module))
+    state = dict(module.__dict__)
+    for name in _ACCELERATE_ATTRS:
+        state.pop(name, None)
+    for name in _HOOK_DICTS:
+        if name in state:
+            state[name] = OrderedDict()
+    state["_parameters"] = {
+        n: None if p is None else torch.nn.Parameter(p.detach().to(device=device, dtype=dtype, copy=True),
+                                                     requires_grad=False)
+        for n, p in module._parameters.items()}
+    state["_buffers"] = {n: None if b is None else b.detach().to(device=device, copy=True)
+                         for n, b in module._buffers.items()}
+    state["_modules"] = {n: None if c is None else _structural_clone(c, device, dtype)
+                         for n, c in module._modules.items()}
+    new.__dict__.update(state)
+    return new
+
+
+def private_mlp(lm: LoadedModel, layer: int, params: Mapping[str, torch.Tensor] | None = None,
                 dtype: torch.dtype | None = None) -> torch.nn.Module:
-    """A private copy of block ``layer-1``'s MLP (optionally with ``params``).
+    """A private copy of block ``layer-1``'s MLP (optionally with ``params``), on that MLP's own device.
 
     Never swap parameters on the shared module (``functional_call`` does, briefly): another
-    thread's forward pass would see them. The copy carries no hooks.
+    thread's forward pass would see them. The copy carries no hooks. Copies of one module are built
+    one at a time (a per-module lock), so two sessions editing the same block do not race.
     """
-    mlp = copy.deepcopy(lm.arch.mlps[layer - 1])
-    for m in mlp.modules():
-        m._forward_hooks.clear()
-        m._forward_pre_hooks.clear()
+    shared = lm.arch.mlps[layer - 1]
+    device = module_device(shared)
+    with _clone_lock(shared):
+        mlp = _structural_clone(shared, device, dtype or lm.dtype)
     if params is not None:
-        mlp.load_state_dict({k: v.to(lm.device) for k, v in params.items()})
-    return mlp.to(dtype or lm.dtype)
+        with torch.no_grad():
+            own = dict(mlp.named_parameters())
+            for name, value in params.items():
+                own[name].copy_(value.to(device=device, dtype=own[name].dtype))
+    return mlp
 
 
 def contribution(lm: LoadedModel, layer: int, mlp: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
