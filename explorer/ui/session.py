@@ -24,6 +24,7 @@ from explorer.core.models import DEFAULT_MODEL
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
+from explorer.ui.background import JobSlots
 
 MODEL_PRESETS = [
     DEFAULT_MODEL,
@@ -54,6 +55,7 @@ class AppConfig:
     session_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_MEMORY_MB", "2048")))
     cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_CACHE_MB", "256")))
     session_cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_CACHE_MB", "32")))
+    max_control_jobs: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_CONTROL_JOBS", "2")))
 
 
 class ModelRegistry:
@@ -66,6 +68,8 @@ class ModelRegistry:
         self.budget = SessionBudget(config.session_memory_mb * 2**20)
         self._cross: dict[tuple[str, str], CrossReader] = {}
         self._by_connection: dict[str, Session] = {}
+        # Control training and steering, across all sessions (held by the worker thread, see JobSlots)
+        self.control = JobSlots(config.max_control_jobs, "control jobs")
 
     def check_allowed(self, spec: str) -> str:
         spec = (spec or "").strip() or self.config.default_model
@@ -160,6 +164,7 @@ class Session:
     created: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+    closed: bool = False  # its tab closed: a job finishing late must not give it memory again
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
@@ -196,7 +201,8 @@ class Session:
         return d
 
     def nbytes(self) -> int:
-        return (self.grid.nbytes() if self.grid is not None else 0) + sum(
+        edit = self.edit.nbytes() if self.edit is not None and hasattr(self.edit, "nbytes") else 0
+        return edit + (self.grid.nbytes() if self.grid is not None else 0) + sum(
             c.nbytes() for c in (self.results.cells if self.results else []))
 
     def close(self) -> None:
@@ -204,6 +210,7 @@ class Session:
         import shutil
 
         self.stop_event.set()
+        self.closed = True
         self.grid = None
         self.results = None
         self.edit = None
@@ -224,6 +231,8 @@ class SessionBudget:
         self.evicted = 0
 
     def touch(self, session: Session) -> None:
+        if session.closed:
+            return
         with self._lock:
             self._sessions[session.session_id] = (session, time.monotonic())
             total = sum(s.nbytes() for s, _ in self._sessions.values())
