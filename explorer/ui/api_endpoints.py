@@ -53,6 +53,8 @@ def build_api_endpoints(registry: ModelRegistry, session: gr.State, config: AppC
         for _ in explore.interpret_cells(registry, sess, cell_list, settings, batch_size=bs,
                                          time_limit_s=config.job_time_limit_s, min_interval_s=1.0):
             yield gr.skip()
+        if sess.results is None:
+            raise InputError("This session was closed or its grid was freed; run the prompt again.")
         wanted = set(cell_list)
         yield [r for r in sess.results.records() if (r["layer"], r["token"]) in wanted]
 

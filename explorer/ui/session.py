@@ -113,6 +113,11 @@ class ModelRegistry:
             with self._lock:
                 self._by_connection[session_hash] = session
 
+    def held_sessions(self) -> int:
+        """How many sessions are bound to an open connection (freed when their tab or client leaves)."""
+        with self._lock:
+            return len(self._by_connection)
+
     def release(self, session_hash: str | None) -> Session | None:
         """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
         cache share now. Returns the freed session, if there was one."""
