@@ -239,10 +239,23 @@ def _value_problem(block, value: Any) -> str | None:
             return "must be true or false"
     elif isinstance(block, (gr.Dropdown, gr.Radio)):
         return _choice_problem(block, value)
-    elif isinstance(block, (gr.File, gr.UploadButton)) and not (
-            isinstance(value, dict) and isinstance(value.get("path"), str)):
+    elif isinstance(block, (gr.File, gr.UploadButton)) and not _uploaded(value):
         return "must be a file uploaded to this server"
     return None
+
+
+def _uploaded(value: Any) -> bool:
+    """Whether ``value`` names a file inside Gradio's upload folder (not any path on the server)."""
+    from pathlib import Path
+
+    from gradio.utils import get_upload_folder
+
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        return False
+    try:
+        return Path(value["path"]).resolve().is_relative_to(Path(get_upload_folder()).resolve())
+    except (OSError, ValueError):
+        return False
 
 
 def _choice_problem(block, value: Any) -> str | None:
