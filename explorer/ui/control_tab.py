@@ -57,14 +57,16 @@ def resolve_target(registry: ModelRegistry, session: Session, mode: str, phrase:
     ex = registry.get(session.model)
     layer = _as_int("target layer", target_layer, 0, ex.lm.n_layers)
     mode = validate.as_choice("target kind", mode, TARGET_MODES)
+    limit = registry.config.max_prompt_tokens
+    target_prompt = validate.as_text("target prompt", target_prompt, limit * validate.CHARS_PER_TOKEN)
+    token = _as_int("target token", target_token, 0)
     if mode == "concept phrase":
         phrase = validate.as_text("target concept", phrase, 500)
         if not phrase.strip():
             raise InputError("The target concept is empty: type a word or phrase.")
         vec = concept_state(ex.lm, phrase, layer) if layer >= 1 else capture(ex.lm, phrase).hidden[0, -1]
         return vec, f"'{phrase.strip()}' (last token, layer {layer})"
-    target_prompt = validate.as_prompt(target_prompt, registry.config.max_prompt_tokens, "target prompt")
-    token = _as_int("target token", target_token, 0)
+    target_prompt = validate.as_prompt(target_prompt, limit, "target prompt")
     grid = capture(ex.lm, target_prompt)
     grid.check_cell(layer, token)
     return grid.hidden[layer, token].clone(), f"{target_prompt!r} layer {layer} token {token} ({grid.tokens[token]!r})"
