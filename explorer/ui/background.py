@@ -53,7 +53,8 @@ def iterate_in_thread(make_iter: Callable[[], Iterator[Any]], *,
                       context: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
                       on_abandon: Callable[[], None] | None = None, time_limit_s: float | None = None,
                       slots: JobSlots | None = None, heartbeat_s: float | None = None,
-                      heartbeat: Any = TICK) -> Iterator[Any]:
+                      heartbeat: Any = TICK, also_stop: Callable[[], bool] | None = None,
+                      stale_s: float | None = None) -> Iterator[Any]:
     """Yield the items of ``make_iter()`` computed in a worker thread inside ``context()``.
 
     If the consumer stops early (the user pressed Stop or closed the tab), ``on_abandon`` runs and
@@ -61,14 +62,20 @@ def iterate_in_thread(make_iter: Callable[[], Iterator[Any]], *,
     raises, so training loops, evaluations and generation stop within a step. The same happens
     past ``time_limit_s``. With ``slots`` the worker holds one of them while it runs. With
     ``heartbeat_s``, ``heartbeat`` is yielded whenever the work is quiet that long (Gradio notices a
-    departed client only when the handler yields).
+    departed client only when the handler yields). Gradio may drop a cancelled handler without
+    closing it, so two more signals stop the work: ``also_stop()`` (e.g. the session was closed) and,
+    with ``stale_s``, a consumer that has not asked for the next item for that long.
     """
     q: queue.Queue = queue.Queue()
     abandoned = threading.Event()
     started = time.monotonic()
+    yielded_at: list[float | None] = [None]  # when the consumer last took an item and has not come back
 
     def reason() -> str | None:
-        if abandoned.is_set():
+        waiting = yielded_at[0]
+        if (abandoned.is_set() or (also_stop is not None and also_stop())
+                or (stale_s is not None and waiting is not None and time.monotonic() - waiting > stale_s)):
+            abandoned.set()
             return "The job was stopped."
         if time_limit_s is not None and time.monotonic() - started > time_limit_s:
             return f"The job ran past this server's time limit of {time_limit_s:g} s and was stopped."
@@ -95,10 +102,14 @@ def iterate_in_thread(make_iter: Callable[[], Iterator[Any]], *,
             try:
                 kind, value = q.get(timeout=heartbeat_s)
             except queue.Empty:
+                yielded_at[0] = time.monotonic()
                 yield heartbeat
+                yielded_at[0] = None
                 continue
             if kind == _ITEM:
+                yielded_at[0] = time.monotonic()
                 yield value
+                yielded_at[0] = None
             elif kind == _DONE:
                 finished = True
                 return

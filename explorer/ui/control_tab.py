@@ -33,6 +33,7 @@ from explorer.ui.explore import _as_float, _as_int
 from explorer.ui.session import ModelRegistry, Session
 
 TARGET_MODES = ("concept phrase", "cell of another prompt")
+STALE_S = 6.0  # a job whose handler is not resumed for this long has lost its client
 
 
 def curve_figure(values: list[float], title: str, y: str):
@@ -59,7 +60,7 @@ def resolve_target(registry: ModelRegistry, session: Session, mode: str, phrase:
     mode = validate.as_choice("target kind", mode, TARGET_MODES)
     limit = registry.config.max_prompt_tokens
     target_prompt = validate.as_text("target prompt", target_prompt, limit * validate.CHARS_PER_TOKEN)
-    token = _as_int("target token", target_token, 0)
+    token = _as_int("target token", target_token, 0, limit)
     if mode == "concept phrase":
         phrase = validate.as_text("target concept", phrase, 500)
         if not phrase.strip():
@@ -77,10 +78,11 @@ def preview_target(registry, session, mode, phrase, target_prompt, target_token,
     return f"**Target** {html.escape(desc)} reads as: *{html.escape(_reading(registry, session, vec))}*"
 
 
-def _job(registry: ModelRegistry) -> dict:
+def _job(registry: ModelRegistry, session: Session) -> dict:
     """Options of a Control job: a server-wide slot, the job time limit, and a heartbeat so a job
-    whose client left is noticed (and stopped) within a few seconds."""
-    return {"slots": registry.control, "time_limit_s": registry.config.job_time_limit_s, "heartbeat_s": 1.0}
+    whose client left (or whose session closed) is noticed and stopped within a few seconds."""
+    return {"slots": registry.control, "time_limit_s": registry.config.job_time_limit_s, "heartbeat_s": 1.0,
+            "stale_s": STALE_S, "also_stop": lambda: session.closed}
 
 
 def run_supervised(registry: ModelRegistry, session: Session, prompt: str, layer, token, mode, phrase, target_prompt,
@@ -110,7 +112,7 @@ def run_supervised(registry: ModelRegistry, session: Session, prompt: str, layer
         return result, after, pd.DataFrame(compare_answers(lm, result.edit, prompts[:6], max_new_tokens=24))
 
     losses: list[float] = []
-    for kind, value in stream_callbacks(train, **_job(registry)):
+    for kind, value in stream_callbacks(train, **_job(registry, session)):
         if kind == "tick":
             yield None
         elif kind == "step":
@@ -150,7 +152,7 @@ def run_reinforcement(registry: ModelRegistry, session: Session, prompt, layer, 
     rewards: list[float] = []
     result = None
     for kind, value in stream_callbacks(lambda cb: reinforcement_control(lm, prompt, layer_i, judge, settings,
-                                                                         on_step=cb), **_job(registry)):
+                                                                         on_step=cb), **_job(registry, session)):
         if kind == "tick":
             yield None
         elif kind == "step":
@@ -183,7 +185,7 @@ def run_steer(registry: ModelRegistry, session: Session, prompt, a, b, layer, al
         with applied(lm, edit):
             yield steer(lm, prompt, vec, layer_i, alpha_f)
 
-    for item in iterate_in_thread(work, **_job(registry)):
+    for item in iterate_in_thread(work, **_job(registry, session)):
         yield None if item is TICK else item
 
 

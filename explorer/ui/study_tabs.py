@@ -23,7 +23,7 @@ def _study_job(registry: ModelRegistry, work):
     """Run ``work()`` as a stoppable job: it stops when its client leaves or passes the time limit;
     yields None while it is quiet (so Gradio can notice a departed client), then its result."""
     for item in iterate_in_thread(lambda: iter([work()]), time_limit_s=registry.config.job_time_limit_s,
-                                  heartbeat_s=1.0):
+                                  heartbeat_s=1.0, stale_s=6.0):
         yield None if item is TICK else item
 
 
