@@ -15,6 +15,7 @@ from explorer.core.hooks import MODEL_VARIANT
 from explorer.core.models import LoadedModel, load_model
 from explorer.core.prompts import Template
 from explorer.core.results import CellInterpretation, InterpretationSet
+from explorer.core.stop import checkpoint
 from explorer.interpret.engine import Interpreter, InterpretSettings, auto_batch_size, make_settings
 
 
@@ -68,6 +69,7 @@ class Explorer:
         done: set[tuple[int, int]] = set()
         for cell in self.interpreter.iter_cells(grid, cell_list, settings,
                                                 batch_size=self.batch_size(settings, batch_size), relevancy=relevancy):
+            checkpoint()
             out.add(cell)
             if cell.complete or not relevancy:
                 done.add((cell.layer, cell.token))

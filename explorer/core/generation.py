@@ -12,10 +12,12 @@ import torch
 
 from explorer.core.grid import tokenize_prompt
 from explorer.core.models import LoadedModel
+from explorer.core.stop import checkpoint
 
 
 def greedy_ids(lm: LoadedModel, ids: Sequence[int] | torch.Tensor, max_new_tokens: int) -> list[int]:
     """The greedy continuation of one token sequence (the new tokens only)."""
+    checkpoint()
     t = ids if isinstance(ids, torch.Tensor) else torch.tensor([list(ids)])
     t = t.to(lm.device)
     if t.dim() == 1:

@@ -13,6 +13,7 @@ import torch
 
 from explorer.core.hooks import inject
 from explorer.core.models import LoadedModel
+from explorer.core.stop import checkpoint
 from explorer.interpret.prompt_state import PromptState, repeat_cache
 from explorer.interpret.settings import InterpretSettings
 
@@ -48,6 +49,7 @@ def decode_greedy(lm: LoadedModel, state: PromptState, vectors: torch.Tensor, se
         active = torch.arange(B, device=lm.device)  # original row of each batch row
         steps = 0
         for step in range(settings.max_new_tokens):
+            checkpoint()  # a job whose client left stops here, between tokens
             logp = torch.log_softmax(logits.float(), dim=-1)
             tok = logp.argmax(-1)
             p = logp.gather(1, tok[:, None])[:, 0].exp()

@@ -26,6 +26,7 @@ from explorer.core.data import CORPUS, DATA_DIR
 from explorer.core.generation import greedy_ids
 from explorer.core.grid import capture_ids
 from explorer.core.models import LoadedModel
+from explorer.core.stop import checkpoint
 from explorer.interpret.engine import Interpreter, InterpretSettings
 from explorer.methods.lenses import attribute_prompt, patchscope_next_token, token_identity_ids
 
@@ -57,6 +58,7 @@ def evaluate_token_identity(lm: LoadedModel, *, n_positions: int = 200, layers: 
     states = {layer: [] for layer in layers}
     own: list[int] = []
     for ids, positions in by_sentence.items():
+        checkpoint()
         grid = capture_ids(lm, list(ids))
         nxt = grid.next_token_ids(lm)
         for layer in layers:
@@ -66,6 +68,7 @@ def evaluate_token_identity(lm: LoadedModel, *, n_positions: int = 200, layers: 
     target = token_identity_ids(lm)
     rows = []
     for layer in layers:
+        checkpoint()
         s = torch.cat(states[layer])
         pred, _ = patchscope_next_token(lm, s, layer, target)
         with torch.inference_mode():
@@ -148,6 +151,7 @@ def evaluate_attributes(lm: LoadedModel, tasks: list[Path], *, layers: list[int]
             prompt = attribute_prompt(lm, prompt_target)
             states = torch.stack([s for s, _ in items])  # (samples, layers, d)
             for j, layer in enumerate(layers):
+                checkpoint()
                 # every sample of a task shares the target prompt: one batch per source layer
                 k = min(target_layer if target_layer is not None else layer, lm.n_layers - 1)
                 settings = InterpretSettings(prompt.template, 1, k, max_new_tokens, 1.0, prompt)

@@ -9,11 +9,12 @@ recomputing them, and the edit with them.
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass, field
 
 from explorer.core.errors import InputError
-from explorer.core.results import InterpretationSet
+from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.core.version import __version__
 
 FORMAT = "selfie-explorer-session/1"
@@ -49,21 +50,98 @@ def export_session(snap: SessionSnapshot) -> str:
 
 
 def import_session(text: str) -> SessionSnapshot:
+    """Parse a shared session; a file that does not follow the format gets one sentence saying where."""
     try:
         data = json.loads(text)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, RecursionError) as e:
         raise InputError("That file is not JSON.") from e
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        raise InputError(f"That file is not a SelfIE Explorer session ({FORMAT}).")
-    for key in ("model", "prompt"):
-        if not isinstance(data.get(key), str):
-            raise InputError(f"The session file has no '{key}'.")
-    results = InterpretationSet.from_json(json.dumps({"provenance": data.get("provenance", {}),
-                                                      "results": data.get("results", [])}))
-    results.prompt = data["prompt"]
+    check_session_schema(data)
+    results = InterpretationSet(prompt=data["prompt"], provenance=dict(data.get("provenance") or {}))
+    for r in data.get("results") or []:
+        results.add(CellInterpretation(
+            layer=r["layer"], token=r["token"], token_decoded=r["token_decoded"], interpretation=r["interpretation"],
+            generated_ids=list(r.get("generated_ids") or []), token_texts=list(r.get("token_texts") or []),
+            p_with=[], relevancy_score=r.get("relevancy_score")))
     return SessionSnapshot(model=data["model"], prompt=data["prompt"], chat=bool(data.get("chat")),
                            settings=dict(data.get("settings") or {}), results=results, edit=data.get("edit"),
                            provenance=dict(data.get("provenance") or {}))
+
+
+MAX_RESULTS = 100_000
+MAX_TEXT = 100_000
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_str(v, limit: int = MAX_TEXT) -> bool:
+    return isinstance(v, str) and len(v) <= limit
+
+
+def _scalar_map(v) -> bool:
+    return isinstance(v, dict) and len(v) <= 200 and all(
+        isinstance(k, str) and (v[k] is None or isinstance(v[k], (bool, str)) or _is_num(v[k])) for k in v)
+
+
+def check_session_schema(data) -> None:
+    """The session format written out in code: required keys, their types and sizes.
+
+    Raises :class:`InputError` naming the first field that does not fit, so a crafted or damaged
+    file is answered with a sentence instead of a failure deep in the import.
+    """
+    if not isinstance(data, dict) or data.get("format") != FORMAT:
+        raise InputError(f"That file is not a SelfIE Explorer session ({FORMAT}).")
+    for key in ("model", "prompt"):
+        if key not in data:
+            raise InputError(f"The session file has no '{key}'.")
+        if not _is_str(data[key], 500 if key == "model" else MAX_TEXT) or not data[key].strip():
+            raise InputError(f"The session file's '{key}' must be non-empty text of reasonable length.")
+    if not isinstance(data.get("chat", False), bool):
+        raise InputError("The session file's 'chat' must be true or false.")
+    for key in ("settings", "provenance"):
+        if data.get(key) is not None and not _scalar_map(data[key]):
+            raise InputError(f"The session file's '{key}' must be an object of plain values.")
+    edit = data.get("edit")
+    if edit is not None:
+        if not isinstance(edit, dict):
+            raise InputError("The session file's 'edit' must be an object or null.")
+        if edit.get("edit_id") is not None and not _is_str(edit["edit_id"], 100):
+            raise InputError("The session file's edit id must be short text.")
+        if edit.get("safetensors_base64") is not None and not isinstance(edit["safetensors_base64"], str):
+            raise InputError("The session file's edit tensors must be base64 text.")
+    results = data.get("results", [])
+    if not isinstance(results, list) or len(results) > MAX_RESULTS:
+        raise InputError(f"The session file's 'results' must be a list of at most {MAX_RESULTS} readings.")
+    for i, r in enumerate(results):
+        problem = _result_problem(r)
+        if problem:
+            raise InputError(f"Reading {i + 1} of the session file {problem}.")
+
+
+def _result_problem(r) -> str | None:
+    if not isinstance(r, dict):
+        return "is not an object"
+    for key in ("layer", "token"):
+        if not _is_int(r.get(key)) or not 0 <= r[key] < 100_000:
+            return f"needs a whole, non-negative '{key}'"
+    for key in ("token_decoded", "interpretation"):
+        if not _is_str(r.get(key)):
+            return f"needs a text '{key}'"
+    ids = r.get("generated_ids") or []
+    if not isinstance(ids, list) or len(ids) > 4096 or not all(_is_int(x) and x >= 0 for x in ids):
+        return "has 'generated_ids' that are not a list of token ids"
+    texts = r.get("token_texts") or []
+    if not isinstance(texts, list) or len(texts) > 4096 or not all(_is_str(x, 1000) for x in texts):
+        return "has 'token_texts' that are not a list of short texts"
+    rel = r.get("relevancy_score")
+    if rel is not None and (not isinstance(rel, list) or len(rel) > 4096 or not all(_is_num(x) for x in rel)):
+        return "has a 'relevancy_score' that is not a list of finite numbers"
+    return None
 
 
 _SETTING_NAMES = ("template", "n_placeholders", "k", "max_new_tokens", "strength", "batch_size")

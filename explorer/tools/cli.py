@@ -14,6 +14,7 @@ import sys
 import warnings
 
 from explorer.core.errors import ExplorerError
+from explorer.tools.paths import writable_file
 
 # name -> (module, help); modules are imported only when their command runs.
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -55,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out and not args.out.lower().endswith((".csv", ".json")):
         raise ExplorerError(f"--out must end in .csv or .json; got '{args.out}'.")
+    writable_file(args.out)
     ex = Explorer.load(args.model)
     grid = ex.run(args.prompt, chat=args.chat)
     settings = ex.settings(args.template, n_placeholders=args.placeholders, k=args.k,
@@ -129,6 +131,10 @@ def main(argv: list[str] | None = None) -> int:
         return int(args._run(args) or 0)
     except ExplorerError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file named on the command line could not be read or written
+        where = f" ({e.filename})" if getattr(e, "filename", None) else ""
+        print(f"error: {e.strerror or 'the file could not be used'}{where}.", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

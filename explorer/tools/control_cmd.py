@@ -19,6 +19,7 @@ from explorer.methods.control import (
     steering_vector,
     supervised_control,
 )
+from explorer.tools.paths import writable_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,6 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    writable_file(args.save, "--save")
     lm = load_model(args.model)
     tests = args.test_prompt or DEFAULT_TEST_PROMPTS
     if args.mode == "steer":

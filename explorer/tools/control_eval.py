@@ -25,6 +25,7 @@ from explorer.methods.control import (
     retention,
     supervised_control,
 )
+from explorer.tools.paths import writable_file
 
 # (source prompt, layer, token index, target concept phrase)
 SUPERVISED_CASES = [
@@ -50,6 +51,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    writable_file(args.json, "--json")
     lm = load_model(args.model)
     report = evaluate(lm, quick=args.quick, steps=args.steps, lr=args.lr, beta=args.beta, rl_steps=args.rl_steps)
     if args.json:

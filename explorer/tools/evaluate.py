@@ -9,8 +9,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from explorer.core.errors import InputError
 from explorer.core.models import load_model
 from explorer.methods.evaluation import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
+from explorer.tools.paths import writable_dir
 from explorer.viz.figure import evaluation_figure
 
 
@@ -31,10 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    out = writable_dir(args.out_dir)
     lm = load_model(args.model)
-    out = Path(args.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    layers = list(range(lm.n_layers + 1)) if args.layers == "all" else [int(x) for x in args.layers.split(",")]
+    layers = list(range(lm.n_layers + 1)) if args.layers == "all" else _ints("--layers", args.layers)
     if args.quick:
         args.positions, args.samples, args.candidates = 40, 3, 15
         layers = layers[::5] if args.layers == "all" else layers
@@ -47,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
         summary["token_identity"] = ti.to_dict(orient="list")
     if args.what in ("all", "attributes"):
         tasks = resolve_tasks(args.task, Path(args.task_dir))
-        target = None if args.target_layer == "same" else int(args.target_layer)
+        target = None if args.target_layer == "same" else _ints("--target-layer", args.target_layer)[0]
         att = evaluate_attributes(lm, tasks, layers=[lay for lay in layers if lay < lm.n_layers],
                                   target_layer=target, samples=args.samples, candidates=args.candidates,
                                   max_new_tokens=args.max_new_tokens, seed=args.seed)
@@ -58,6 +59,13 @@ def run(args: argparse.Namespace) -> int:
     (out / "eval_summary.json").write_text(json.dumps(summary, indent=1, default=float))
     print(f"wrote {out}/eval_*.csv, {html_path}", file=sys.stderr)
     return 0
+
+
+def _ints(flag: str, text: str) -> list[int]:
+    try:
+        return [int(x) for x in text.split(",") if x.strip()] or [int(text)]
+    except ValueError:
+        raise InputError(f"{flag} takes whole numbers separated by commas, e.g. 0,5,10.") from None
 
 
 def print_table(title: str, frame: pd.DataFrame) -> None:

@@ -10,9 +10,10 @@ from explorer.ui.api_endpoints import build_api_endpoints
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
 from explorer.ui.explore_tab import build_explore_tab
-from explorer.ui.guard import app_kwargs
+from explorer.ui.guard import app_kwargs, install_input_checks
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
+from explorer.ui.validate import max_upload_bytes
 
 CSS = """
 .sx-details { font-size: 0.95rem; line-height: 1.5; padding: 0.4em 0.2em; }
@@ -69,6 +70,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             registry.release(request.session_hash, _state_of(demo, session, request.session_hash))
 
         demo.unload(on_close)
+    install_input_checks(demo)
     demo.sx_registry = registry  # type: ignore[attr-defined]
     demo.sx_config = config  # type: ignore[attr-defined]
     return demo
@@ -97,4 +99,4 @@ def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, 
         user, _, password = os.environ["SELFIE_AUTH"].partition(":")
         auth = (user, password)
     demo.launch(server_name=host, server_port=port, css=CSS, auth=auth, show_error=not config.public,
-                app_kwargs=app_kwargs(), **kwargs)
+                app_kwargs=app_kwargs(), max_file_size=max_upload_bytes(), **kwargs)

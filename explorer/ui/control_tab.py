@@ -27,9 +27,13 @@ from explorer.methods.control import (
     steering_vector,
     supervised_control,
 )
-from explorer.ui.background import stream_callbacks
+from explorer.ui import validate
+from explorer.ui.background import TICK, iterate_in_thread, stream_callbacks
 from explorer.ui.explore import _as_float, _as_int
 from explorer.ui.session import ModelRegistry, Session
+
+TARGET_MODES = ("concept phrase", "cell of another prompt")
+STALE_S = 6.0  # a job whose handler is not resumed for this long has lost its client
 
 
 def curve_figure(values: list[float], title: str, y: str):
@@ -52,16 +56,19 @@ def resolve_target(registry: ModelRegistry, session: Session, mode: str, phrase:
                    target_token, target_layer):
     """The target state e* and a description: a phrase's last token, or a cell of another prompt."""
     ex = registry.get(session.model)
-    layer = _as_int("target layer", target_layer)
-    if not 0 <= layer <= ex.lm.n_layers:
-        raise InputError(f"The target layer must be from 0 to {ex.lm.n_layers}.")
+    layer = _as_int("target layer", target_layer, 0, ex.lm.n_layers)
+    mode = validate.as_choice("target kind", mode, TARGET_MODES)
+    limit = registry.config.max_prompt_tokens
+    target_prompt = validate.as_text("target prompt", target_prompt, limit * validate.CHARS_PER_TOKEN)
+    token = _as_int("target token", target_token, 0, limit)
     if mode == "concept phrase":
-        if not phrase or not phrase.strip():
+        phrase = validate.as_text("target concept", phrase, 500)
+        if not phrase.strip():
             raise InputError("The target concept is empty: type a word or phrase.")
         vec = concept_state(ex.lm, phrase, layer) if layer >= 1 else capture(ex.lm, phrase).hidden[0, -1]
         return vec, f"'{phrase.strip()}' (last token, layer {layer})"
+    target_prompt = validate.as_prompt(target_prompt, limit, "target prompt")
     grid = capture(ex.lm, target_prompt)
-    token = _as_int("target token", target_token)
     grid.check_cell(layer, token)
     return grid.hidden[layer, token].clone(), f"{target_prompt!r} layer {layer} token {token} ({grid.tokens[token]!r})"
 
@@ -71,56 +78,84 @@ def preview_target(registry, session, mode, phrase, target_prompt, target_token,
     return f"**Target** {html.escape(desc)} reads as: *{html.escape(_reading(registry, session, vec))}*"
 
 
+def _job(registry: ModelRegistry, session: Session) -> dict:
+    """Options of a Control job: a server-wide slot, the job time limit, and a heartbeat so a job
+    whose client left (or whose session closed) is noticed and stopped within a few seconds."""
+    return {"slots": registry.control, "time_limit_s": registry.config.job_time_limit_s, "heartbeat_s": 1.0,
+            "stale_s": STALE_S, "also_stop": lambda: session.closed}
+
+
 def run_supervised(registry: ModelRegistry, session: Session, prompt: str, layer, token, mode, phrase, target_prompt,
                    target_token, target_layer, steps, lr, beta, test_prompts: str, progress=None):
-    """Generator: yields (curve, before, after, answers, status) while training and at the end."""
+    """Generator: yields (curve, before, after, answers, status) while training and at the end; None
+    while the job is quiet (the handler answers it with no change)."""
     ex = registry.get(session.model)
     lm = ex.lm
-    layer_i, token_i = _as_int("layer", layer), _as_int("token", token)
-    settings = TrainSettings(_as_int("steps", steps), _as_float(lr), _as_float(beta)).validate()
+    prompt = validate.as_prompt(prompt, registry.config.max_prompt_tokens, "source prompt")
+    layer_i, token_i = _as_int("layer", layer, 0, lm.n_layers), _as_int("token", token, 0)
+    settings = TrainSettings(_as_int("steps", steps), _as_float(lr, "learning rate"),
+                             _as_float(beta, "locality weight")).validate()
+    tests = validate.as_text("test prompts", test_prompts, 6 * 20 * registry.config.max_prompt_tokens)
     src = capture(lm, prompt)
     src.check_cell(layer_i, token_i)
     if layer_i < 1:
         raise InputError("Layer 0 is the embedding: pick a layer from 1 (row L edits block L-1's MLP).")
     target, desc = resolve_target(registry, session, mode, phrase, target_prompt, target_token, target_layer)
     before = _reading(registry, session, src.hidden[layer_i, token_i])
+    prompts = [p.strip() for p in tests.splitlines() if p.strip()] or DEFAULT_TEST_PROMPTS
+
+    def train(cb):
+        result = supervised_control(lm, prompt, layer_i, [token_i], target, settings, target_desc=desc, on_step=cb)
+        with applied(lm, result.edit):
+            after_grid = capture(lm, prompt)
+        after = _reading(registry, session, after_grid.hidden[layer_i, token_i])
+        return result, after, pd.DataFrame(compare_answers(lm, result.edit, prompts[:6], max_new_tokens=24))
+
     losses: list[float] = []
-    result = None
-    for kind, value in stream_callbacks(lambda cb: supervised_control(lm, prompt, layer_i, [token_i], target, settings,
-                                                                      target_desc=desc, on_step=cb)):
-        if kind == "step":
+    for kind, value in stream_callbacks(train, **_job(registry, session)):
+        if kind == "tick":
+            yield None
+        elif kind == "step":
             step, loss, dist = value
             losses.append(loss)
             if progress is not None:
                 progress((step, settings.steps), desc=f"step {step}: distance {dist:.1f}")
             yield curve_figure(losses, "training loss", "loss"), before, "", None, f"Training… step {step}"
         else:
-            result = value
+            result, after, answers = value
     edit = result.edit
-    with applied(lm, edit):
-        after_grid = capture(lm, prompt)
-    after = _reading(registry, session, after_grid.hidden[layer_i, token_i])
-    prompts = [p.strip() for p in (test_prompts or "").splitlines() if p.strip()] or DEFAULT_TEST_PROMPTS
-    answers = pd.DataFrame(compare_answers(lm, edit, prompts[:6], max_new_tokens=24))
-    session.edit = edit
+    _keep_edit(registry, session, edit)
     status = (f"Edit **{edit.edit_id}** (block {layer_i - 1}'s MLP) is now applied to your session only. "
               f"Distance to target {result.distances[0]:.1f} → {result.distances[-1]:.1f} "
               f"({100 * result.reduction:.0f}% lower). Re-run a prompt in Explore to see its grid edited.")
     yield curve_figure(losses, "training loss", "loss"), before, after, answers, status
 
 
+def _keep_edit(registry: ModelRegistry, session: Session, edit) -> None:
+    """Give the session its new edit (unless its tab closed meanwhile) and count it in the budget."""
+    if session.closed:
+        return
+    session.edit = edit
+    registry.budget.touch(session)
+
+
 def run_reinforcement(registry: ModelRegistry, session: Session, prompt, layer, concept, keywords, judge_mode, steps, lr,
                       progress=None):
     ex = registry.get(session.model)
     lm = ex.lm
-    settings = TrainSettings(_as_int("steps", steps), _as_float(lr), 0.0).validate()
-    judge = Judge(concept or "", (keywords or "").split(","), mode=judge_mode)
-    layer_i = _as_int("layer", layer)
+    prompt = validate.as_prompt(prompt, registry.config.max_prompt_tokens)
+    settings = TrainSettings(_as_int("steps", steps), _as_float(lr, "learning rate"), 0.0).validate()
+    concept = validate.as_text("unwanted concept", concept, 200)
+    keywords = validate.as_text("keywords", keywords, 2000)
+    judge = Judge(concept, keywords.split(","), mode=validate.as_choice("judge", judge_mode, ("keywords", "model")))
+    layer_i = _as_int("layer", layer, 1, lm.n_layers)
     rewards: list[float] = []
     result = None
     for kind, value in stream_callbacks(lambda cb: reinforcement_control(lm, prompt, layer_i, judge, settings,
-                                                                         on_step=cb)):
-        if kind == "step":
+                                                                         on_step=cb), **_job(registry, session)):
+        if kind == "tick":
+            yield None
+        elif kind == "step":
             step, reward, _texts = value
             rewards.append(reward)
             if progress is not None:
@@ -128,12 +163,30 @@ def run_reinforcement(registry: ModelRegistry, session: Session, prompt, layer, 
             yield curve_figure(rewards, "mean reward", "reward"), None, f"Training… step {step}"
         else:
             result = value
-    session.edit = result.edit
+    _keep_edit(registry, session, result.edit)
     table = pd.DataFrame({"token": list(range(len(result.before))), "before": result.before, "after": result.after})
-    status = (f"Edit **{result.edit.edit_id}** applied to your session. Readings mentioning {concept!r}: "
-              f"{result.share_before:.0%} → {result.share_after:.0%}; fact retention "
+    status = (f"Edit **{result.edit.edit_id}** applied to your session. Readings mentioning "
+              f"{html.escape(repr(concept))}: {result.share_before:.0%} → {result.share_after:.0%}; fact retention "
               f"{result.retention_before:.0%} → {result.retention_after:.0%}.")
     yield curve_figure(rewards, "mean reward", "reward"), table, status
+
+
+def run_steer(registry: ModelRegistry, session: Session, prompt, a, b, layer, alpha):
+    """Generator: the steered answer as ``{"before", "after"}`` (None while the job is quiet)."""
+    lm = registry.get(session.model).lm
+    prompt = validate.as_prompt(prompt, registry.config.max_prompt_tokens)
+    a, b = validate.as_text("concept A", a, 500), validate.as_text("concept B", b, 500)
+    layer_i = _as_int("layer", layer, 0, lm.n_layers - 1)
+    alpha_f = _as_float(alpha, "alpha", -20, 20)
+    edit = session.edit
+
+    def work():
+        vec = steering_vector(lm, a, b, layer_i)
+        with applied(lm, edit):
+            yield steer(lm, prompt, vec, layer_i, alpha_f)
+
+    for item in iterate_in_thread(work, **_job(registry, session)):
+        yield None if item is TICK else item
 
 
 def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
@@ -204,8 +257,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         if sess.edit is None:
             return "No edit applied."
         m = sess.edit.meta
-        return (f"Edit **{sess.edit.edit_id}** ({m.get('kind', '?')}, layer {sess.edit.layer}) is applied to your "
-                "session.")
+        return (f"Edit **{sess.edit.edit_id}** ({html.escape(str(m.get('kind', '?')))}, layer {sess.edit.layer}) is "
+                "applied to your session.")
 
     def on_use_selected(sess: Session):
         if sess.grid is None or sess.selected is None:
@@ -222,8 +275,12 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
                       request: gr.Request, progress=gr.Progress()):
         registry.bind(getattr(request, "session_hash", None), sess)
         try:
-            for curve, before, after, answers, status in run_supervised(
-                    registry, sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta, tests, progress):
+            for view in run_supervised(registry, sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta,
+                                       tests, progress):
+                if view is None:
+                    yield (gr.skip(),) * 5
+                    continue
+                curve, before, after, answers, status = view
                 yield curve, before, after, gr.skip() if answers is None else answers, status
         except Exception as e:
             raise user_error(e) from None
@@ -232,20 +289,19 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
                          progress=gr.Progress()):
         registry.bind(getattr(request, "session_hash", None), sess)
         try:
-            for curve, table, status in run_reinforcement(registry, sess, prompt, layer, concept, keywords, judge,
-                                                          steps, lr, progress):
+            for view in run_reinforcement(registry, sess, prompt, layer, concept, keywords, judge, steps, lr, progress):
+                if view is None:
+                    yield (gr.skip(),) * 3
+                    continue
+                curve, table, status = view
                 yield curve, gr.skip() if table is None else table, status
         except Exception as e:
             raise user_error(e) from None
 
     def on_steer(sess, prompt, a, b, layer, alpha):
         try:
-            lm = registry.get(sess.model).lm
-            layer_i = _as_int("layer", layer)
-            vec = steering_vector(lm, a, b, layer_i)
-            with applied(lm, sess.edit):
-                out = steer(lm, prompt, vec, layer_i, _as_float(alpha))
-            return out["before"], out["after"]
+            for out in run_steer(registry, sess, prompt, a, b, layer, alpha):
+                yield (gr.skip(), gr.skip()) if out is None else (out["before"], out["after"])
         except Exception as e:
             raise user_error(e) from None
 
@@ -262,10 +318,12 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
     def on_load(sess: Session, file, request: gr.Request):
         registry.bind(getattr(request, "session_hash", None), sess)
         try:
-            if file is None:
-                raise InputError("No file was uploaded.")
-            path = file if isinstance(file, str) else getattr(file, "name", str(file))
-            sess.edit = Edit.load(path, registry.get(sess.model).lm)
+            path = validate.upload_path(file, (".safetensors",))
+            try:
+                edit = Edit.load(path, registry.get(sess.model).lm)
+            finally:
+                validate.discard(path)
+            _keep_edit(registry, sess, edit)
         except ExplorerError as e:
             raise gr.Error(str(e)) from None
         except Exception as e:

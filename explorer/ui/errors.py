@@ -1,13 +1,14 @@
 """User-error wrapping in one place: every handler's failure becomes one clear sentence.
 
 An :class:`~explorer.core.errors.ExplorerError` carries a message written for users and is shown
-as it is; anything else is logged on the server and shown as a short generic sentence, so no raw
-Python or Gradio text reaches the page.
+HTML-escaped (the toast renders HTML); anything else is logged on the server and shown as a short
+generic sentence, so no raw Python or Gradio text reaches the page.
 """
 
 from __future__ import annotations
 
 import functools
+import html
 import inspect
 import logging
 from collections.abc import Callable
@@ -25,7 +26,8 @@ def user_error(e: BaseException) -> gr.Error:
     if isinstance(e, gr.Error):
         return e
     if isinstance(e, ExplorerError):
-        return gr.Error(str(e))
+        # the toast renders HTML, and messages may quote what the user typed (or a crafted file held)
+        return gr.Error(html.escape(str(e), quote=False))
     log.exception("handler failed", exc_info=e)
     return gr.Error("Something went wrong on the server; nothing was changed, please try again.")
 

@@ -22,6 +22,7 @@ from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.control import applied
+from explorer.ui import validate
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.session import ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS, column_window, explore_figure
@@ -49,34 +50,23 @@ def settings_from_ui(ex: Explorer, preset: str, custom_user: str, custom_lead_in
                      k, max_new_tokens, strength) -> InterpretSettings:
     """Validated settings from the widgets (an API client may send anything)."""
     if preset == "custom":
-        tpl: str | Template = Template("custom", (custom_user or "").strip(), (custom_lead_in or "").strip(),
-                                       chat=ex.lm.has_chat_template)
+        user = validate.as_text("custom template", custom_user, 2000)
+        lead = validate.as_text("custom lead-in", custom_lead_in, 2000)
+        tpl: str | Template = Template("custom", user.strip(), lead.strip(), chat=ex.lm.has_chat_template)
     else:
-        if preset not in PRESETS:
-            raise InputError(f"Unknown template preset '{preset}'.")
+        if not isinstance(preset, str) or preset not in PRESETS:
+            raise InputError(f"Unknown template preset; choose one of: {', '.join([*PRESETS, 'custom'])}.")
         tpl = preset
     return ex.settings(tpl, n_placeholders=_as_int("placeholders", n_placeholders), k=_as_int("injection layer", k),
                        max_new_tokens=_as_int("max new tokens", max_new_tokens), strength=_as_float(strength))
 
 
-def _as_int(name: str, value) -> int:
-    try:
-        f = float(value)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"The {name} must be a whole number; got {value!r}.") from e
-    if f != f or f != int(f):
-        raise InputError(f"The {name} must be a whole number; got {value!r}.")
-    return int(f)
+def _as_int(name: str, value, lo: int | None = None, hi: int | None = None) -> int:
+    return validate.as_int(name, value, lo, hi)
 
 
-def _as_float(value) -> float:
-    try:
-        f = float(value)
-    except (TypeError, ValueError) as e:
-        raise InputError(f"The strength must be a number; got {value!r}.") from e
-    if f != f:
-        raise InputError("The strength must be a number.")
-    return f
+def _as_float(value, name: str = "strength", lo: float | None = None, hi: float | None = None) -> float:
+    return validate.as_float(name, value, lo, hi)
 
 
 def results_table(session: Session) -> pd.DataFrame:
@@ -131,15 +121,16 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
 
 def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: str, chat: bool) -> View:
     """Tokenise and run the prompt once; draw the grid coloured by logit-lens confidence."""
-    ex = registry.get(model)
+    prompt = validate.as_prompt(prompt, registry.config.max_prompt_tokens)
+    ex = registry.get(validate.as_text("model", model, 500))
     session.model = model
     t0 = time.perf_counter()
     with applied(ex.lm, session.edit):
-        grid = ex.run(prompt, chat=bool(chat))
+        grid = ex.run(prompt, chat=validate.as_bool("chat option", chat))
     session.new_grid(grid)
     registry.budget.touch(session)
     ms = 1000 * (time.perf_counter() - t0)
-    status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {ex.lm.model_id} in {ms:.0f} ms. "
+    status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {html.escape(ex.lm.model_id)} in {ms:.0f} ms. "
               "Click a cell to read it.")
     if session.edit is not None:
         status += f" Your control edit ({session.edit.edit_id}) is applied."
@@ -286,7 +277,8 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
         session.settings = dict(snap.settings)
     registry.budget.touch(session)
     return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session),
-                f"Imported {len(snap.results.cells)} results for {snap.prompt!r} ({snap.model}).{note}")
+                f"Imported {len(snap.results.cells)} results for {html.escape(repr(snap.prompt))} "
+                f"({html.escape(snap.model)}).{html.escape(note)}")
 
 
 def _imported_edit(ex: Explorer, recorded: dict | None):

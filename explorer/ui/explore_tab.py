@@ -7,14 +7,14 @@ are methods of :class:`ExploreHandlers`, each a thin call into the tab's logic m
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import gradio as gr
 
+from explorer.core.errors import InputError
 from explorer.core.prompts import PRESETS
 from explorer.methods.colouring import COLOUR_MODES, colour_choices
 from explorer.methods.session_io import copy_as_python, export_session
-from explorer.ui import explore
+from explorer.ui import explore, validate
 from explorer.ui.errors import friendly
 from explorer.ui.gpu import gpu
 from explorer.ui.grid_plot import GridPlot, figure_value
@@ -154,7 +154,8 @@ class ExploreHandlers:
         return ex, explore.settings_from_ui(ex, *values)
 
     def on_load(self, model_spec: str, sess: Session, progress=gr.Progress()):
-        progress(0.1, desc=f"loading {model_spec}")
+        model_spec = validate.as_text("model", model_spec, 500)
+        progress(0.1, desc="loading the model")
         ex = self.registry.get(model_spec)
         sess.model = model_spec
         n = ex.lm.n_layers
@@ -171,7 +172,7 @@ class ExploreHandlers:
 
     def stream(self, sess: Session, cells, focus, batch_size, values, progress=None):
         _ex, settings = self.settings_of(sess, values)
-        bs = explore._as_int("batch size", batch_size)
+        bs = explore._as_int("batch size", batch_size, 1, 64)
         sess.settings = settings_record(settings, values, bs)
         cb = None
         if progress is not None:
@@ -185,7 +186,10 @@ class ExploreHandlers:
     def on_click(self, sess: Session, batch_size, preset_v, user_v, lead_v, n_ph, k_v, max_new_v, strength_v,
                  evt: gr.SelectData):
         values = [preset_v, user_v, lead_v, n_ph, k_v, max_new_v, strength_v]
-        layer, token = int(evt.index[0]), int(evt.index[1])
+        index = getattr(evt, "index", None)
+        if not isinstance(index, (list, tuple)) or len(index) != 2:
+            raise InputError("Click a cell of the grid.")
+        layer, token = explore._as_int("layer", index[0], 0), explore._as_int("token", index[1], 0)
         sess.require_grid().check_cell(layer, token)
         sess.selected = (layer, token)
         yield from self.stream(sess, [(layer, token)], (layer, token), batch_size, values)
@@ -210,11 +214,11 @@ class ExploreHandlers:
     def on_page(self, start, sess: Session):
         if sess.grid is None:
             return gr.skip()
-        sess.column_start = int(start)
+        sess.column_start = explore._as_int("first token shown", start, 0, max(0, sess.grid.n_tokens - 1))
         return figure_value(explore.figure_for(self.registry.get(sess.model), sess))
 
     def on_colour(self, mode: str, sess: Session):
-        if mode not in COLOUR_MODES:
+        if not isinstance(mode, str) or mode not in COLOUR_MODES:
             raise gr.Error("Unknown colour mode.")
         sess.colour_mode = mode
         if sess.grid is None:
@@ -228,8 +232,8 @@ class ExploreHandlers:
 
     def on_import(self, sess: Session, file, request: gr.Request):
         self.registry.bind(getattr(request, "session_hash", None), sess)
-        path = file if isinstance(file, str) else getattr(file, "name", str(file))
-        view = explore.restore(self.registry, sess, Path(path).read_text(encoding="utf-8"))
+        text = validate.read_upload_text(file, (".json",))  # size checked on disk first, then deleted
+        view = explore.restore(self.registry, sess, text)
         return figure_value(view.figure), view.details, view.table, view.status
 
     def on_python(self, sess: Session):

@@ -1,16 +1,32 @@
-"""An ASGI guard in front of Gradio's API: malformed request bodies get a 422, not a 500.
+"""Guards in front of Gradio's API: malformed requests get one clear sentence, never Gradio's text.
 
-Gradio expects ``{"data": [...]}`` on its call and queue endpoints and answers a server error to
-anything else (a bare list, broken JSON). A fuzzer, a confused script or a hostile client should
-get a clear client error instead, and never a traceback.
+* An ASGI middleware (:class:`RequestGuard`): bodies that are not ``{"data": [...]}`` JSON get a
+  422 with a sentence; NaN, Infinity and numbers too large for a float are replaced by a marker
+  that the input check below answers ("... must be a finite number") instead of letting them reach
+  Gradio (which fails with "Out of range float values are not JSON compliant" or OverflowError);
+  uploads larger than the server's limit are refused with a 413 before they are stored.
+* :func:`install_input_checks`: every event's values are checked against its input components
+  (a number where a Number or Slider is, text for a Textbox, a listed choice for a Dropdown, an
+  uploaded file for a file input) before Gradio preprocesses them, and anything Gradio's own
+  preprocessing still raises ("Could not preprocess input component at index 2...", "Cannot move
+  /etc/passwd to the gradio cache dir...") becomes one sentence with no path or exception name.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import math
+from typing import Any
+
+from explorer.ui.validate import max_upload_bytes
+
+log = logging.getLogger("explorer.ui")
 
 _GUARDED = ("/call/", "/queue/join", "/run/")
 MAX_BODY = 4 * 2**20
+NONFINITE = "\u0000selfie-non-finite-number\u0000"  # what the guard puts where NaN/Infinity was sent
+MULTIPART_SLACK = 64 * 2**10
 
 
 class RequestGuard:
@@ -18,8 +34,14 @@ class RequestGuard:
         self.app = app
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST" or not any(
-                g in scope.get("path", "") for g in _GUARDED):
+        if scope["type"] != "http" or scope.get("method") != "POST":
+            await self.app(scope, receive, send)
+            return
+        path = scope.get("path", "")
+        if path.endswith("/upload"):
+            await self._upload(scope, receive, send)
+            return
+        if not any(g in path for g in _GUARDED):
             await self.app(scope, receive, send)
             return
         chunks, size = [], 0
@@ -30,38 +52,90 @@ class RequestGuard:
             body = message.get("body", b"")
             size += len(body)
             if size > MAX_BODY:
-                await _reject(send, 413, "request body too large")
+                await _reject(send, 413, "The request is too large for this server.")
                 return
             chunks.append(body)
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        problem = _check(raw)
+        problem, raw = _check(raw)
         if problem:
             await _reject(send, 422, problem)
             return
-        sent = False
+        await self.app(scope, _replay(raw, receive), send)
 
-        async def replay():
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": raw, "more_body": False}
-            return await receive()
+    async def _upload(self, scope, receive, send) -> None:
+        """Refuse an upload over the limit from its declared length, and stop reading one that lies."""
+        limit = max_upload_bytes() + MULTIPART_SLACK
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        too_big = (f"The file is too large: this server accepts files up to {max_upload_bytes() / 2**20:g} MB.")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _reject(send, 413, too_big)
+            return
+        seen = 0
+        refused = False
 
-        await self.app(scope, replay, send)
+        async def counting():
+            nonlocal seen, refused
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > limit and not refused:
+                refused = True
+                await _reject(send, 413, too_big)
+                return {"type": "http.disconnect"}
+            return message
+
+        async def guarded_send(message):
+            if not refused:
+                await send(message)
+
+        await self.app(scope, counting, guarded_send)
 
 
-def _check(raw: bytes) -> str | None:
+def _replay(raw: bytes, receive):
+    sent = False
+
+    async def replay():
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": raw, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+def _nonfinite_float(text: str) -> Any:
+    f = float(text)
+    return f if math.isfinite(f) else NONFINITE
+
+
+def _check(raw: bytes) -> tuple[str | None, bytes]:
+    """(a sentence saying what is wrong, or None; the body to pass on, non-finite numbers marked)."""
+    marked = False
+
+    def constant(_name: str) -> str:
+        nonlocal marked
+        marked = True
+        return NONFINITE
+
+    def number(text: str) -> Any:
+        nonlocal marked
+        value = _nonfinite_float(text)
+        marked = marked or value is NONFINITE
+        return value
+
     try:
-        payload = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return "the request body is not valid JSON"
+        payload = json.loads(raw.decode("utf-8"), parse_constant=constant, parse_float=number)
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "The request body is not valid JSON.", raw
     if not isinstance(payload, dict):
-        return "the request body must be a JSON object with a 'data' list"
+        return "The request body must be a JSON object with a 'data' list.", raw
     if "data" in payload and not isinstance(payload["data"], list):
-        return "'data' must be a list"
-    return None
+        return "The request's 'data' must be a list.", raw
+    if marked:
+        raw = json.dumps(payload).encode()
+    return None, raw
 
 
 async def _reject(send, status: int, detail: str) -> None:
@@ -76,3 +150,118 @@ def app_kwargs() -> dict:
     from starlette.middleware import Middleware
 
     return {"middleware": [Middleware(RequestGuard)]}
+
+
+def install_input_checks(demo) -> None:
+    """Check every event's values against its input components before Gradio preprocesses them."""
+    import gradio as gr
+
+    original = demo.preprocess_data
+
+    async def checked(block_fn, inputs, state, explicit_call=False):
+        check_inputs(block_fn.inputs, inputs, _parameter_names(block_fn))
+        try:
+            return await original(block_fn, inputs, state, explicit_call)
+        except gr.Error:
+            raise
+        except Exception as e:
+            log.info("request values refused by preprocessing: %s", type(e).__name__)
+            raise gr.Error(_preprocess_sentence(e)) from None
+
+    demo.preprocess_data = checked
+
+
+def _preprocess_sentence(e: Exception) -> str:
+    if type(e).__name__ == "InvalidPathError" or "gradio cache" in str(e):
+        return "Files must be uploaded to this server first; a path on the server is not accepted."
+    return "One of the request's values has the wrong type or form for this endpoint."
+
+
+def _parameter_names(block_fn) -> list[str]:
+    """The handler's parameter names, which name the inputs of hidden API endpoints (no labels)."""
+    import inspect
+
+    try:
+        params = list(inspect.signature(block_fn.fn).parameters.values())
+    except (TypeError, ValueError):
+        return []
+    return [p.name.replace("_", " ") for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+
+
+def _label(block, i: int, names: list[str]) -> str:
+    label = getattr(block, "label", None)
+    if isinstance(label, str) and label:
+        return f"'{label}'"
+    return f"'{names[i]}'" if i < len(names) else f"input {i + 1}"
+
+
+def _has_marker(value: Any, depth: int = 0) -> bool:
+    if value == NONFINITE:
+        return True
+    if depth > 20:
+        return False
+    if isinstance(value, list):
+        return any(_has_marker(v, depth + 1) for v in value)
+    if isinstance(value, dict):
+        return any(_has_marker(v, depth + 1) for v in value.values())
+    return False
+
+
+def check_inputs(blocks: list, inputs: list, names: list[str] | None = None) -> None:
+    """Raise ``gr.Error`` with one sentence for the first value that does not fit its component."""
+    import gradio as gr
+
+    if len(inputs) < len(blocks):
+        raise gr.Error(f"This endpoint expects {len(blocks)} values; the request sent {len(inputs)}.")
+    for i, block in enumerate(blocks):
+        if isinstance(block, gr.State):
+            continue
+        problem = _value_problem(block, inputs[i])
+        if problem:
+            raise gr.Error(f"The value for {_label(block, i, names or [])} {problem}.")
+
+
+def _value_problem(block, value: Any) -> str | None:
+    import gradio as gr
+
+    if _has_marker(value):
+        return "must be a finite number, not NaN or infinity"
+    if value is None:
+        return None
+    if isinstance(block, (gr.Number, gr.Slider)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number"
+    elif isinstance(block, (gr.Textbox, gr.Code)):
+        if not isinstance(value, str):
+            return "must be text"
+    elif isinstance(block, gr.Checkbox):
+        if not isinstance(value, bool):
+            return "must be true or false"
+    elif isinstance(block, (gr.Dropdown, gr.Radio)):
+        return _choice_problem(block, value)
+    elif isinstance(block, (gr.File, gr.UploadButton)) and not _uploaded(value):
+        return "must be a file uploaded to this server"
+    return None
+
+
+def _uploaded(value: Any) -> bool:
+    """Whether ``value`` names a file inside Gradio's upload folder (not any path on the server)."""
+    from pathlib import Path
+
+    from gradio.utils import get_upload_folder
+
+    if not isinstance(value, dict) or not isinstance(value.get("path"), str):
+        return False
+    try:
+        return Path(value["path"]).resolve().is_relative_to(Path(get_upload_folder()).resolve())
+    except (OSError, ValueError):
+        return False
+
+
+def _choice_problem(block, value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be text"
+    choices = [c[1] if isinstance(c, (list, tuple)) else c for c in (block.choices or [])]
+    if not getattr(block, "allow_custom_value", False) and value not in choices:
+        return "must be one of the offered choices"
+    return None

@@ -26,6 +26,7 @@ from explorer.core.models import DEFAULT_MODEL, forget_loaded, load_model, model
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
+from explorer.ui.background import JobSlots
 
 MODEL_PRESETS = [
     DEFAULT_MODEL,
@@ -57,6 +58,7 @@ class AppConfig:
     cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_CACHE_MB", "256")))
     session_cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_CACHE_MB", "32")))
     model_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MODEL_MEMORY_MB", "4096")))
+    max_control_jobs: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_CONTROL_JOBS", "2")))
 
 
 def _shown(key: str) -> str:
@@ -82,6 +84,8 @@ class ModelRegistry:
         self._cross: dict[tuple[str, str], CrossReader] = {}
         self._by_connection: dict[str, Session] = {}
         self.evicted_models: list[str] = []
+        # Control training and steering, across all sessions (held by the worker thread, see JobSlots)
+        self.control = JobSlots(config.max_control_jobs, "control jobs")
 
     def check_allowed(self, spec: str) -> str:
         """The normalised spec if this server may load it, else InputError (one sentence, no paths)."""
@@ -126,6 +130,11 @@ class ModelRegistry:
             fut.set_result(ex)
             self._evict(keep=key)
         return fut.result()
+
+    def held_sessions(self) -> int:
+        """How many sessions are bound to an open connection (freed when their tab or client leaves)."""
+        with self._lock:
+            return len(self._by_connection)
 
     def _load(self, key: str) -> Explorer:
         try:
@@ -277,6 +286,7 @@ class Session:
         for stop in jobs:
             stop.set()
         return len(jobs)
+    closed: bool = False  # its tab closed: a job finishing late must not give it memory again
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
@@ -313,7 +323,8 @@ class Session:
         return d
 
     def nbytes(self) -> int:
-        return (self.grid.nbytes() if self.grid is not None else 0) + sum(
+        edit = self.edit.nbytes() if self.edit is not None and hasattr(self.edit, "nbytes") else 0
+        return edit + (self.grid.nbytes() if self.grid is not None else 0) + sum(
             c.nbytes() for c in (self.results.cells if self.results else []))
 
     def close(self) -> None:
@@ -321,6 +332,7 @@ class Session:
         import shutil
 
         self.stop_jobs()
+        self.closed = True
         self.grid = None
         self.results = None
         self.edit = None
@@ -341,6 +353,8 @@ class SessionBudget:
         self.evicted = 0
 
     def touch(self, session: Session) -> None:
+        if session.closed:
+            return
         with self._lock:
             self._sessions[session.session_id] = (session, time.monotonic())
             total = sum(s.nbytes() for s, _ in self._sessions.values())

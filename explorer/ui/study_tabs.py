@@ -3,19 +3,32 @@
 
 from __future__ import annotations
 
+import html
+
 import gradio as gr
 import pandas as pd
 
 from explorer.core.errors import InputError
 from explorer.methods.compare import compare_prompts
 from explorer.methods.evaluation import DEFAULT_TASK_DIR, evaluate_attributes, evaluate_token_identity, resolve_tasks
+from explorer.ui import validate
+from explorer.ui.background import TICK, iterate_in_thread
 from explorer.ui.explore import _as_int
 from explorer.ui.session import MODEL_PRESETS, ModelRegistry, Session
 
 MAX_CROSS_TOKENS = 32
 
 
+def _study_job(registry: ModelRegistry, work):
+    """Run ``work()`` as a stoppable job: it stops when its client leaves or passes the time limit;
+    yields None while it is quiet (so Gradio can notice a departed client), then its result."""
+    for item in iterate_in_thread(lambda: iter([work()]), time_limit_s=registry.config.job_time_limit_s,
+                                  heartbeat_s=1.0, stale_s=6.0):
+        yield None if item is TICK else item
+
+
 def _layers(text: str, n_layers: int) -> list[int]:
+    text = validate.as_text("layers", text, 200)
     try:
         layers = [int(x) for x in (text or "").replace(" ", "").split(",") if x]
     except ValueError as e:
@@ -41,16 +54,19 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
                          column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
 
     def on_compare(sess: Session, pa, pb, ls, mn, progress=gr.Progress(track_tqdm=True)):
-        try:
-            ex = registry.get(sess.model)
-            progress(0.1, desc="interpreting both prompts")
-            cmp = compare_prompts(ex, pa, pb, _layers(ls, ex.lm.n_layers), ex.settings(max_new_tokens=_as_int(
-                "max new tokens", mn)))
-        except Exception as e:
-            raise user_error(e) from None
         import plotly.graph_objects as go
 
-        return go.Figure(cmp.figure()), pd.DataFrame(cmp.rows())
+        try:
+            ex = registry.get(sess.model)
+            limit = registry.config.max_prompt_tokens
+            pa, pb = validate.as_prompt(pa, limit, "prompt A"), validate.as_prompt(pb, limit, "prompt B")
+            layer_list = _layers(ls, ex.lm.n_layers)
+            settings = ex.settings(max_new_tokens=_as_int("max new tokens", mn, 1, 64))
+            progress(0.1, desc="interpreting both prompts")
+            for cmp in _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings)):
+                yield (gr.skip(), gr.skip()) if cmp is None else (go.Figure(cmp.figure()), pd.DataFrame(cmp.rows()))
+        except Exception as e:
+            raise user_error(e) from None
 
     run.click(on_compare, [session, a, b, layers, max_new], [plot, table], concurrency_id="study", concurrency_limit=1)
 
@@ -73,32 +89,38 @@ def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -
 
     def on_eval(sess: Session, n_pos, n_samples, every, progress=gr.Progress()):
         try:
-            import plotly.graph_objects as go
-
-
             lm = registry.get(sess.model).lm
-            layers = list(range(0, lm.n_layers + 1, _as_int("layer step", every)))
-            progress(0.05, desc="token identity")
-            ti = evaluate_token_identity(lm, n_positions=_as_int("positions", n_pos), layers=layers)
-            att = pd.DataFrame()
-            if DEFAULT_TASK_DIR.is_dir():
-                progress(0.5, desc="attribute extraction")
-                tasks = resolve_tasks("all", DEFAULT_TASK_DIR)[:3]
-                att = evaluate_attributes(lm, tasks, layers=[x for x in layers if x < lm.n_layers],
-                                          samples=_as_int("samples", n_samples), candidates=12, log=lambda m: None)
-            fig = go.Figure()
-            fig.add_scatter(x=ti["layer"], y=ti["patchscope"], name="token identity Patchscope")
-            fig.add_scatter(x=ti["layer"], y=ti["logit_lens"], name="logit lens")
-            for task, part in att.groupby("task") if len(att) else []:
-                fig.add_scatter(x=part["layer"], y=part["accuracy"], name=f"{task} (n={part['baseline_correct'].iloc[0]})",
-                                line={"dash": "dot"})
-            fig.update_layout(height=380, xaxis_title="layer", yaxis_title="precision / accuracy")
-            return fig, ti, att
+            layers = list(range(0, lm.n_layers + 1, _as_int("layer step", every, 1, 10)))
+            n_pos_i, n_samples_i = _as_int("positions", n_pos, 1, 200), _as_int("samples", n_samples, 1, 10)
+            for out in _study_job(registry, lambda: evaluation(lm, layers, n_pos_i, n_samples_i, progress)):
+                yield (gr.skip(),) * 3 if out is None else out
         except Exception as e:
             raise user_error(e) from None
 
     run.click(on_eval, [session, positions, samples, step], [plot, ti_table, att_table], concurrency_id="study",
               concurrency_limit=1)
+
+
+def evaluation(lm, layers: list[int], n_pos: int, n_samples: int, progress):
+    """The Evaluate tab's small sample: a figure and the two tables."""
+    import plotly.graph_objects as go
+
+    progress(0.05, desc="token identity")
+    ti = evaluate_token_identity(lm, n_positions=n_pos, layers=layers)
+    att = pd.DataFrame()
+    if DEFAULT_TASK_DIR.is_dir():
+        progress(0.5, desc="attribute extraction")
+        tasks = resolve_tasks("all", DEFAULT_TASK_DIR)[:3]
+        att = evaluate_attributes(lm, tasks, layers=[x for x in layers if x < lm.n_layers],
+                                  samples=n_samples, candidates=12, log=lambda m: None)
+    fig = go.Figure()
+    fig.add_scatter(x=ti["layer"], y=ti["patchscope"], name="token identity Patchscope")
+    fig.add_scatter(x=ti["layer"], y=ti["logit_lens"], name="logit lens")
+    for task, part in att.groupby("task") if len(att) else []:
+        fig.add_scatter(x=part["layer"], y=part["accuracy"], name=f"{task} (n={part['baseline_correct'].iloc[0]})",
+                        line={"dash": "dot"})
+    fig.update_layout(height=380, xaxis_title="layer", yaxis_title="precision / accuracy")
+    return fig, ti, att
 
 
 def cross_read(registry: ModelRegistry, session: Session, reader: str, source_layer, reader_layer, tokens: str,
@@ -107,10 +129,12 @@ def cross_read(registry: ModelRegistry, session: Session, reader: str, source_la
     through an affine map fitted on shared text; beside each, the source model's own reading."""
     grid = session.require_grid()
     ex = registry.get(session.model)
+    reader = validate.as_text("reader model", reader, 500)
     la = _as_int("source layer", source_layer)
     if not 0 <= la <= grid.n_layers:
         raise InputError(f"The source layer must be from 0 to {grid.n_layers}.")
-    if tokens is None or not str(tokens).strip():
+    tokens = validate.as_text("token positions", tokens, 500)
+    if not tokens.strip():
         positions = list(range(grid.n_tokens))
     else:
         try:
@@ -127,10 +151,10 @@ def cross_read(registry: ModelRegistry, session: Session, reader: str, source_la
         progress(0.1, desc=f"running the shared text through {session.model} and {reader or 'the reader'}")
     cr = registry.cross_reader(session.model, reader)
     n_b = cr.lm_b.n_layers
-    lb = (round(la * n_b / grid.n_layers) if reader_layer is None or not str(reader_layer).strip()
-          else _as_int("reader layer", reader_layer))
+    reader_layer = validate.as_text("reader layer", reader_layer, 20)
+    lb = (round(la * n_b / grid.n_layers) if not reader_layer.strip() else _as_int("reader layer", reader_layer))
     mapping = cr.map(la, lb)
-    mn = _as_int("max new tokens", max_new_tokens)
+    mn = _as_int("max new tokens", max_new_tokens, 1, 64)
     reader_ex = registry.get(reader)
     own_settings = ex.settings(max_new_tokens=mn)
     read_settings = reader_ex.settings(max_new_tokens=mn)
@@ -144,7 +168,8 @@ def cross_read(registry: ModelRegistry, session: Session, reader: str, source_la
         cell = own.get(la, t)
         rows.append({"token": t, "token_text": grid.tokens[t], f"{session.model} reads (layer {la})":
                      cell.interpretation if cell else "", f"{reader} reads (layer {lb}, mapped)": text})
-    summary = (f"Affine map from layer {la} of **{session.model}** to layer {lb} of **{reader}**, fitted by least "
+    summary = (f"Affine map from layer {la} of **{html.escape(session.model)}** to layer {lb} of "
+               f"**{html.escape(reader)}**, fitted by least "
                f"squares on {cr.n_tokens} tokens of shared text: R² {mapping.r2_train:.2f} on the fitting tokens, "
                f"**{mapping.r2_heldout:.2f} on held-out tokens** (how much of the reader's state the map recovers; "
                "readings through a map with low R² say little).")
@@ -171,7 +196,8 @@ def build_cross_tab(registry: ModelRegistry, session: gr.State, user_error) -> N
 
     def on_cross(sess: Session, rd, la, lb, tk, mn, progress=gr.Progress()):
         try:
-            return cross_read(registry, sess, rd, la, lb, tk, mn, progress)
+            for out in _study_job(registry, lambda: cross_read(registry, sess, rd, la, lb, tk, mn, progress)):
+                yield (gr.skip(), gr.skip()) if out is None else out
         except Exception as e:
             raise user_error(e) from None
 

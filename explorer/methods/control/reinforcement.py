@@ -10,6 +10,7 @@ import torch
 
 from explorer.core.errors import InputError
 from explorer.core.models import LoadedModel
+from explorer.core.stop import checkpoint
 from explorer.core.version import __version__
 from explorer.interpret.engine import Interpreter
 from explorer.interpret.settings import make_settings
@@ -142,6 +143,7 @@ def reinforcement_control(
     rewards_hist: list[float] = []
     texts = before
     for step in range(settings.steps):
+        checkpoint()
         r = torch.tensor(judge.rewards(lm, texts), dtype=torch.float32, device=lm.device)
         rewards_hist.append(float(r.mean()))
         if on_step is not None:

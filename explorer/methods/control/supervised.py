@@ -10,6 +10,7 @@ import torch
 
 from explorer.core.errors import InputError
 from explorer.core.models import LoadedModel
+from explorer.core.stop import checkpoint
 from explorer.core.version import __version__
 from explorer.methods.control.edit import (
     Edit,
@@ -81,6 +82,7 @@ def supervised_control(
     distances = [distance()]
     with torch.enable_grad():
         for step in range(settings.steps):
+            checkpoint()
             opt.zero_grad()
             h = contribution(lm, layer, trained, x) + res
             loss = torch.nn.functional.mse_loss(h, tgt)
