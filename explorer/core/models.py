@@ -7,10 +7,13 @@ transformers folder under the cache directory; later loads read that folder in s
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import importlib.util
 import json
 import os
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import cast
@@ -291,6 +294,26 @@ def _placement(device: str, device_map: str | dict | None, max_memory: dict | No
     if offload_folder is not None:
         out["offload_folder"] = offload_folder
     return out
+
+
+@contextlib.contextmanager
+def onloaded(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside, a module whose weights accelerate offloaded (to the CPU or disk; the meta device in
+    between passes) holds its real weights on its execution device; otherwise nothing changes."""
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    with contextlib.ExitStack() as stack:
+        for sub in module.modules():  # accelerate hooks each module that holds weights
+            if has_offloaded_params(sub):
+                stack.enter_context(align_module_device(sub))
+        yield module
+
+
+def unhooked_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy without accelerate's dispatch hooks, so it computes with the weights it holds."""
+    from accelerate.hooks import remove_hook_from_module
+
+    return remove_hook_from_module(copy.deepcopy(module), recurse=True)
 
 
 def _explain_load_failure(model_id: str, source: str, local: bool, e: Exception) -> str:

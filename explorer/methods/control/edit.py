@@ -14,7 +14,6 @@ reference text for the locality term, and the optimiser settings.
 from __future__ import annotations
 
 import contextlib
-import copy
 import hashlib
 import json
 import math
@@ -27,7 +26,7 @@ import torch
 from explorer.core.errors import EditError, InputError
 from explorer.core.grid import capture, tokenize_prompt
 from explorer.core.hooks import edit_output, record
-from explorer.core.models import LoadedModel
+from explorer.core.models import LoadedModel, onloaded, unhooked_copy
 
 REFERENCE_TEXT = [
     "The weather today is mild, with a light breeze in the afternoon.",
@@ -160,7 +159,8 @@ def private_mlp(lm: LoadedModel, layer: int, params: dict[str, torch.Tensor] | N
     Never swap parameters on the shared module (``functional_call`` does, briefly): another
     thread's forward pass would see them. The copy carries no hooks.
     """
-    mlp = copy.deepcopy(lm.arch.mlps[layer - 1])
+    with onloaded(lm.arch.mlps[layer - 1]) as shared:  # offloaded by a device map: copy its real weights
+        mlp = unhooked_copy(shared)
     for m in mlp.modules():
         m._forward_hooks.clear()
         m._forward_pre_hooks.clear()
