@@ -182,8 +182,9 @@ def capture_ids(lm: LoadedModel, ids: list[int], *, prompt: str | None = None, c
     with torch.inference_mode(), record([arch.blocks[0]], inputs=True) as ins, record(arch.blocks) as outs:
         # Only the last position's logits: the lm_head over all T positions is not needed here.
         lm.model(input_ids=input_ids, use_cache=False, logits_to_keep=1)
+    # Each state is on its own block's device when the model is sharded: gather them on the CPU.
     states = [ins[0][-1][0]] + [o[-1][0] for o in outs]
-    hidden = torch.stack(states).to("cpu", torch.float32)
+    hidden = torch.stack([s.to("cpu", torch.float32) for s in states])
     texts, special = decode_tokens(lm.tokenizer, ids)
     prov = lm.provenance() | {"chat_wrapped": chat, "edit_id": edit_id}
     return Grid(prompt=prompt, token_ids=ids, tokens=texts, special=special, hidden=hidden, provenance=prov, chat=chat)

@@ -7,9 +7,11 @@ transformers folder under the cache directory; later loads read that folder in s
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass
 from pathlib import Path
@@ -191,19 +193,26 @@ def load_model(
     trust_remote_code: bool = False,
     overrides: dict[str, str] | None = None,
     cache: bool = True,
+    device_map: str | dict | None = None,
+    max_memory: dict | None = None,
+    offload_folder: str | None = None,
 ) -> LoadedModel:
     """Load a causal LM by spec: ``"default"``, a hub id, a local folder, or a ``.gguf`` file.
 
     Models are cached per process (one copy shared by every user); failures raise
     :class:`ModelLoadError` with one sentence saying which model, why, and what to do.
+    ``device_map`` / ``max_memory`` / ``offload_folder`` shard one model over devices (accelerate's
+    dispatch: ``"auto"`` or a module -> device map, with CPU or disk offload); see docs/scale.md.
     """
     device, torch_dtype = pick_device_and_dtype(device, dtype)
+    placement = _placement(device, device_map, max_memory, offload_folder)
     if not cache:
         model_id, source = resolve_source(spec)
-        return _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides)
-    key = (normalise_spec(spec), device, str(torch_dtype), trust_remote_code, tuple(sorted((overrides or {}).items())))
+        return _load_from_source(model_id, source, device, torch_dtype, trust_remote_code, overrides, placement)
+    key = (normalise_spec(spec), device, str(torch_dtype), trust_remote_code, tuple(sorted((overrides or {}).items())),
+           repr(sorted(placement.items())))
     return once(_LOADED, _LOAD_LOCK, key, lambda: _load_from_source(
-        *resolve_source(spec), device, torch_dtype, trust_remote_code, overrides))
+        *resolve_source(spec), device, torch_dtype, trust_remote_code, overrides, placement))
 
 
 def once(table: dict, lock: threading.Lock, key, make):
@@ -239,7 +248,7 @@ def model_nbytes(lm: LoadedModel) -> int:
 
 def _load_from_source(
     model_id: str, source: str, device: str, dtype: torch.dtype, trust_remote_code: bool,
-    overrides: dict[str, str] | None,
+    overrides: dict[str, str] | None, placement: dict | None = None,
 ) -> LoadedModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
@@ -254,14 +263,13 @@ def _load_from_source(
     # Weights only from safetensors: a pickled .bin file can run code when loaded.
     kwargs: dict = {"dtype": dtype, "trust_remote_code": trust_remote_code,
                     "use_safetensors": os.environ.get("SELFIE_ALLOW_PICKLE") != "1"}
-    if device.startswith("cuda"):
-        kwargs["device_map"] = "auto"
+    kwargs.update(placement or {})
     try:
         tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=trust_remote_code)
         model = AutoModelForCausalLM.from_pretrained(source, **kwargs)
     except Exception as e:
         raise ModelLoadError(_explain_load_failure(model_id, source, local, e)) from e
-    if not device.startswith("cuda"):
+    if "device_map" not in kwargs:
         model.to(device)  # type: ignore[arg-type]  # transformers types .to() for models narrowly
     model.eval()
     model.requires_grad_(False)
@@ -271,6 +279,37 @@ def _load_from_source(
     revision = getattr(model.config, "_commit_hash", None)
     return LoadedModel(model=cast(CausalLM, model), tokenizer=cast(Tokenizer, tokenizer), arch=arch, model_id=model_id,
                        source=source, revision=revision)
+
+
+def _placement(device: str, device_map: str | dict | None, max_memory: dict | None,
+               offload_folder: str | None) -> dict:
+    """from_pretrained's placement arguments: a bare "cuda" spreads over every GPU ("auto"), "cuda:N"
+    keeps the whole model on GPU N (one per process in a data-parallel run)."""
+    if device_map is None and device == "cuda":
+        device_map = "auto"
+    elif device_map is None and device.startswith("cuda:"):
+        device_map = {"": device}
+    out: dict = {}
+    if device_map is not None:
+        out["device_map"] = device_map
+    if max_memory is not None:
+        out["max_memory"] = max_memory
+    if offload_folder is not None:
+        out["offload_folder"] = offload_folder
+    return out
+
+
+@contextlib.contextmanager
+def onloaded(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Inside, a module whose weights accelerate offloaded (to the CPU or disk; the meta device in
+    between passes) holds its real weights on its execution device; otherwise nothing changes."""
+    from accelerate.utils import align_module_device, has_offloaded_params
+
+    with contextlib.ExitStack() as stack:
+        for sub in module.modules():  # accelerate hooks each module that holds weights
+            if has_offloaded_params(sub):
+                stack.enter_context(align_module_device(sub))
+        yield module
 
 
 def _explain_load_failure(model_id: str, source: str, local: bool, e: Exception) -> str:

@@ -217,12 +217,17 @@ def collect(iterator: Iterator[CellInterpretation]) -> dict[tuple[int, int], Cel
     return out
 
 
-def auto_batch_size(lm: LoadedModel, settings: InterpretSettings, prompt_len: int = 64, cap: int = 128) -> int:
+def auto_batch_size(lm: LoadedModel, settings: InterpretSettings, prompt_len: int = 64, cap: int = 128,
+                    free_bytes: int | None = None) -> int:
     """The largest batch that fits in free GPU memory (half of it, to leave room); 16 on a CPU,
-    where larger batches gain little on two cores and delay the first results."""
-    if lm.device.type != "cuda":
-        return 16
-    free, _total = torch.cuda.mem_get_info(lm.device)
+    where larger batches gain little on two cores and delay the first results.
+
+    ``free_bytes`` replaces the measured free memory (a simulated budget, or a share of a GPU)."""
+    if free_bytes is None:
+        if lm.device.type != "cuda":
+            return 16
+        free_bytes, _total = torch.cuda.mem_get_info(lm.device)
+    free = int(free_bytes)
     cfg = lm.model.config.get_text_config()
     heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
     head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads

@@ -18,6 +18,7 @@ from dataclasses import replace
 
 import torch
 
+from explorer.core.errors import InputError
 from explorer.core.grid import Grid, capture_ids
 from explorer.core.models import LoadedModel, load_model
 from explorer.interpret.engine import Interpreter, InterpretSettings, make_settings
@@ -37,10 +38,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-sizes", default="1,8,32,64")
     p.add_argument("--max-new-tokens", type=int, default=20)
     p.add_argument("--lengths", default="16,256,1024", help="prompt lengths for the grid-capture timing")
+    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when present, else cpu)")
+    p.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: bf16 on a GPU, fp32 on CPU)")
+
+
+def check_device(device: str | None) -> None:
+    """A CUDA device asked for on a machine without one is a clear error, not a silent CPU run."""
+    if device is None or device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise InputError(f"--device must be cpu, cuda or cuda:N; got {device!r}.")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}: no GPU is present on this machine (PyTorch sees no CUDA device); "
+                         "leave --device out to measure on the CPU.")
+    index = int(device.split(":")[1]) if ":" in device else 0
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s).")
 
 
 def run(args: argparse.Namespace) -> int:
-    lm = load_model(args.model)
+    check_device(args.device)
+    lm = load_model(args.model, device=args.device, dtype=args.dtype)
     batch_sizes = [int(b) for b in args.batch_sizes.split(",") if b.strip()]
     lengths = [int(n) for n in args.lengths.split(",") if n.strip()]
     result = bench(lm, quick=args.quick, batch_sizes=batch_sizes, max_new_tokens=args.max_new_tokens,
@@ -62,9 +80,17 @@ def bench_grid(lm: LoadedModel) -> Grid:
     return capture_ids(lm, text_ids(lm, 16))
 
 
+def _sync() -> None:
+    """GPU work is asynchronous: wait for it so a timing covers the work, not its launch."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
+
+
 def _timed(fn) -> float:
+    _sync()
     t = time.perf_counter()
     fn()
+    _sync()
     return time.perf_counter() - t
 
 
@@ -113,13 +139,11 @@ def measure_relevancy_pass(lm: LoadedModel, grid: Grid, settings: InterpretSetti
         chunk = cells[start:start + batch]
         ids = interp.generate(torch.stack([grid.hidden[layer, token] for layer, token in chunk]), settings).ids
         seqs = list(dict.fromkeys(tuple(s) for s in ids if len(s) > 1))
+        out: dict[str, list[list[float]]] = {}
         with torch.inference_mode():
-            t = time.perf_counter()
-            tree = interp.relevancy.p_tree(state, seqs)
-            tree_s += time.perf_counter() - t
-            t = time.perf_counter()
-            padded = interp.relevancy.p_padded(state, seqs)
-            padded_s += time.perf_counter() - t
+            tree_s += _timed(lambda seqs=seqs, out=out: out.__setitem__("tree", interp.relevancy.p_tree(state, seqs)))
+            padded_s += _timed(lambda seqs=seqs, out=out: out.__setitem__("padded", interp.relevancy.p_padded(state, seqs)))
+        tree, padded = out["tree"], out["padded"]
         max_diff = max([max_diff, *(abs(x - y) for a, b in zip(tree, padded) for x, y in zip(a, b))])
     return {"relevancy_tree_ms": 1000 * tree_s / batches, "relevancy_padded_ms": 1000 * padded_s / batches,
             "relevancy_max_diff": max_diff}
@@ -193,6 +217,7 @@ def bench(lm: LoadedModel, *, quick: bool = False, batch_sizes: list[int] | None
         "bound_cells_per_s": by_batch[best]["bound_cells_per_s"], "ratio": by_batch[best]["ratio"],
         "text_ratio": by_batch[best]["text_ratio"], "by_batch": by_batch, **relevancy, **latency,
         "grid_forward_ms": grid_ms, "plain_forward_ms": plain_ms, "peak_rss_mb": peak,
+        "peak_gpu_mb": torch.cuda.max_memory_allocated() / 2**20 if lm.device.type == "cuda" else None,
     }
 
 
@@ -210,4 +235,5 @@ def print_table(r: dict) -> None:
     for n in r["grid_forward_ms"]:
         g, p = r["grid_forward_ms"][n], r["plain_forward_ms"][n]
         print(f"{n:>7} {g:>16.1f} {p:>17.1f} {g / p:>6.2f}")
-    print(f"peak RSS {r['peak_rss_mb']:.0f} MB")
+    gpu = r.get("peak_gpu_mb")
+    print(f"peak RSS {r['peak_rss_mb']:.0f} MB" + (f", peak GPU memory {gpu:.0f} MB" if gpu is not None else ""))

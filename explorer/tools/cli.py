@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "control-eval": ("explorer.tools.control_eval", "evaluate supervised and reinforcement control edits"),
     "crossmodel": ("explorer.tools.crossmodel_cmd", "fit affine maps between layers or models and print their held-out R²"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
+    "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
     "serve": ("explorer.tools.cli", "launch the web app"),
 }
 

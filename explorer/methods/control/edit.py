@@ -30,7 +30,7 @@ import torch
 from explorer.core.errors import EditError, InputError
 from explorer.core.grid import capture, tokenize_prompt
 from explorer.core.hooks import edit_output, record
-from explorer.core.models import LoadedModel
+from explorer.core.models import LoadedModel, onloaded
 
 REFERENCE_TEXT = [
     "The weather today is mild, with a light breeze in the afternoon.",
@@ -233,8 +233,8 @@ def private_mlp(lm: LoadedModel, layer: int, params: Mapping[str, torch.Tensor] 
     one at a time (a per-module lock), so two sessions editing the same block do not race.
     """
     shared = lm.arch.mlps[layer - 1]
-    device = module_device(shared)
-    with _clone_lock(shared):
+    with _clone_lock(shared), onloaded(shared):  # offloaded by a device map: copy its real weights
+        device = module_device(shared)
         mlp = _structural_clone(shared, device, dtype or lm.dtype)
     if params is not None:
         with torch.no_grad():

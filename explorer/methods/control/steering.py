@@ -41,6 +41,6 @@ def steer(lm: LoadedModel, prompt: str, vector: torch.Tensor, layer: int, alpha:
     before = greedy_text(lm, prompt, max_new_tokens=max_new_tokens, chat=chat)
     delta = (alpha * vector).to(lm.device, lm.dtype)
     tag = f"steer-L{layer}-{hashlib.sha1(delta.float().cpu().numpy().tobytes()).hexdigest()[:12]}"
-    with edit_input(lm.arch.blocks[layer], lambda h: h + delta, variant=tag):
+    with edit_input(lm.arch.blocks[layer], lambda h: h + delta.to(h.device), variant=tag):
         after = greedy_text(lm, prompt, max_new_tokens=max_new_tokens, chat=chat)
     return {"prompt": prompt, "layer": layer, "alpha": alpha, "before": before, "after": after}

@@ -67,7 +67,7 @@ def supervised_control(
     t0 = time.perf_counter()
     x_all, res_all = mlp_io(lm, ids, layer)
     x, res = x_all[tokens].float(), res_all[tokens].float()
-    tgt = target.to(lm.device, torch.float32).expand_as(res)
+    tgt = target.to(res.device, torch.float32).expand_as(res)
     ref = reference_inputs(lm, layer).float()
     original, trained = trainable(lm, layer)
     with torch.no_grad():
