@@ -1,0 +1,2 @@
+"""Geometry of each block (SplineLLM): MLP spline regions and attention's intrinsic dimension per cell,
+per-prompt features, and a linear probe on them (docs/geometry.md)."""
