@@ -32,6 +32,7 @@ from torch import nn
 
 from explorer.core.architecture import _get_path
 from explorer.core.errors import ModelLoadError
+from explorer.core.hooks import output_tensor
 from explorer.core.models import LoadedModel
 
 ATTENTION_THRESHOLD = 0.1
@@ -53,6 +54,8 @@ class GeometryGrid:
     ``on_fraction``, ``distance`` and ``intrinsic_dim``: float arrays (N+1, T); row L is block
     L-1 and row 0 is NaN. ``codes``: uint8 (N, T, ceil(d_ff / 8)), the region code of block b at
     token t packed big-endian (``np.unpackbits`` gives the d_ff signs), or None when not asked for.
+    ``last_states``: float32 (N+1, d), the last token's residual state at every row (row N un-normed,
+    as in the grid), or None when not asked for.
     """
 
     on_fraction: np.ndarray
@@ -61,6 +64,7 @@ class GeometryGrid:
     d_ff: tuple[int, ...]
     n_heads: tuple[int, ...]
     codes: np.ndarray | None = None
+    last_states: np.ndarray | None = None
 
     @property
     def n_rows(self) -> int:
@@ -185,10 +189,11 @@ def eager_attention(model: nn.Module) -> Iterator[None]:
         _EAGER.reset(reset)
 
 
-def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, mlp_in: str | None = None,
-             attn: str | None = None) -> GeometryGrid:
+def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, last_states: bool = False,
+             mlp_in: str | None = None, attn: str | None = None) -> GeometryGrid:
     """One eager forward pass over ``ids`` with reducing hooks on every block (see module docstring).
 
+    ``last_states`` also keeps the last token's state at every row (for a probe on raw states);
     ``mlp_in`` / ``attn``: paths inside each MLP / block for layouts the name patterns miss.
     """
     arch = lm.arch
@@ -199,6 +204,7 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, mlp_in: st
     t = len(ids)
     out = {k: torch.full((n + 1, t), float("nan")) for k in ("on", "dist", "id")}
     packed: list[torch.Tensor | None] = [None] * n
+    states: list[torch.Tensor | None] = [None] * (n + 1)
     marker = object()
 
     def mlp_hook(b: int):
@@ -223,8 +229,19 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, mlp_in: st
             out["id"][b + 1] = intrinsic_dimension(weights[0]).cpu()
         return hook
 
+    def state_hook(row: int):
+        def hook(_mod, args, kwargs, output=None):
+            if _PASS.get() is not marker:
+                return
+            hidden = output_tensor(output) if output is not None else kwargs.get("hidden_states", args[0] if args else None)
+            states[row] = hidden[0, -1].float().cpu()
+        return hook
+
     handles = [i.module.register_forward_hook(mlp_hook(b)) for b, i in enumerate(inputs)]
     handles += [a.register_forward_hook(attn_hook(b)) for b, a in enumerate(attns)]
+    if last_states:
+        handles.append(arch.blocks[0].register_forward_pre_hook(state_hook(0), with_kwargs=True))
+        handles += [blk.register_forward_hook(state_hook(b + 1), with_kwargs=True) for b, blk in enumerate(arch.blocks)]
     reset = _PASS.set(marker)
     try:
         with torch.inference_mode(), eager_attention(lm.model):
@@ -236,8 +253,10 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, mlp_in: st
     heads = tuple(int(getattr(a, "num_heads", 0) or getattr(getattr(a, "config", None), "num_attention_heads", 0))
                   for a in attns)
     code_array = np.stack([p.numpy() for p in packed]) if codes else None  # type: ignore[union-attr]
+    state_array = np.stack([s.numpy() for s in states]) if last_states else None  # type: ignore[union-attr]
     return GeometryGrid(out["on"].numpy().astype(float), out["dist"].numpy().astype(float),
-                        out["id"].numpy().astype(float), tuple(i.width for i in inputs), heads, code_array)
+                        out["id"].numpy().astype(float), tuple(i.width for i in inputs), heads, code_array,
+                        state_array)
 
 
 def hamming(codes_a: np.ndarray, codes_b: np.ndarray) -> np.ndarray:
