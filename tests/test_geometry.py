@@ -163,3 +163,31 @@ def test_geometry_eval_quick_prints_the_figures(capsys):
     for key in ("auc_geometry_all", "auc_geometry_best_layer", "auc_state_best_layer", "cost_ratio_64"):
         assert 0.0 < last[key] < 100.0, key
     assert last["auc_geometry_all"] > 0.8
+
+
+def test_colour_modes_show_the_pass_once_per_grid_and_variant(lm):
+    from explorer.core.grid import capture
+    from explorer.core.hooks import model_variant
+    from explorer.methods.colouring import COLOUR_MODES, colour_layer
+
+    grid = capture(lm, "Colour modes of the geometry lens, drawn twice.")
+    calls: list[int] = []
+    handle = lm.arch.blocks[0].register_forward_hook(lambda *_: calls.append(1))
+    try:
+        cols = list(range(grid.n_tokens))
+        on = colour_layer("geometry_on_fraction", grid, lm, cols)
+        dist = colour_layer("geometry_log_distance", grid, lm, cols[2:5])
+        dim = colour_layer("geometry_intrinsic_dim", grid, lm, cols)
+        assert len(calls) == 1  # one pass serves all three modes and every window
+        with model_variant("another-model"):
+            colour_layer("geometry_on_fraction", grid, lm, cols)
+        assert len(calls) == 2  # a different model variant is not served from the cache
+    finally:
+        handle.remove()
+    assert {"geometry_on_fraction", "geometry_log_distance", "geometry_intrinsic_dim"} <= set(COLOUR_MODES)
+    ref = geometry(lm, grid.token_ids)
+    np.testing.assert_array_equal(on.values, ref.on_fraction)
+    np.testing.assert_array_equal(dist.values, np.log(ref.distance[:, 2:5]))
+    np.testing.assert_array_equal(dim.values, ref.intrinsic_dim)
+    assert np.isnan(on.values[0]).all() and "embeddings: no block" in on.hover[0][0]
+    assert f"neurons on {ref.on_fraction[30, 3]:.3f}" in on.hover[30][3] and "block 29" in on.hover[30][3]
