@@ -191,3 +191,29 @@ def test_colour_modes_show_the_pass_once_per_grid_and_variant(lm):
     np.testing.assert_array_equal(dim.values, ref.intrinsic_dim)
     assert np.isnan(on.values[0]).all() and "embeddings: no block" in on.hover[0][0]
     assert f"neurons on {ref.on_fraction[30, 3]:.3f}" in on.hover[30][3] and "block 29" in on.hover[30][3]
+
+
+def test_compare_colours_aligned_tokens_by_region_code_hamming(lm):
+    from explorer.core.grid import capture
+    from explorer.methods.compare import Comparison, align_tokens, hamming_grid
+
+    grid_a, grid_b = capture(lm, "The cat sat on the mat"), capture(lm, "The dog sat on the mat")
+    pairs = align_tokens(grid_a.tokens, grid_b.tokens)
+    layers = [0, 5, 30]
+    got = hamming_grid(lm, grid_a, grid_b, pairs, layers)
+    # Naive: the gate's sign pattern from each MLP input, compared neuron by neuron.
+    xa, _ = _reference_pass(lm, grid_a.token_ids)
+    xb, _ = _reference_pass(lm, grid_b.token_ids)
+    for i, layer in enumerate(layers[1:], start=1):
+        w = lm.arch.mlps[layer - 1].gate_proj.weight.double()
+        for j, (a, b) in enumerate(pairs):
+            differing = sum(int((xa[layer - 1][a] @ w[k] > 0) != (xb[layer - 1][b] @ w[k] > 0)) for k in range(w.shape[0]))
+            assert abs(got[i, j] - differing / w.shape[0]) <= 2 / w.shape[0]  # a sign at |h| ~ 1e-7 may flip
+    assert np.isnan(got[0]).all()
+    assert got[1:, pairs.index((0, 0))].tolist() == [0.0, 0.0]  # the same first token: the same region
+    assert (got[1:, pairs.index((1, 1))] > 0.05).all()  # "cat" and "dog" sit in different regions
+    texts = [["x"] * len(pairs) for _ in layers]
+    cmp = Comparison(grid_a, grid_b, layers, pairs, texts, texts, np.zeros((3, len(pairs)), bool), got)
+    fig = cmp.figure()
+    assert fig["data"][0]["z"][1] == np.round(got[1], 4).tolist() and "Hamming" in fig["data"][0]["text"][1][1]
+    assert cmp.rows()[len(pairs) + 1]["hamming"] == got[1, 1]

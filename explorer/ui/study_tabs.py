@@ -35,24 +35,27 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         b = gr.Textbox("The dog sat on the mat", label="Prompt B")
         layers = gr.Textbox("5,10,15,20", label="Layers")
         max_new = gr.Slider(4, 32, value=10, step=1, label="Max new tokens")
+    colouring = gr.Radio([("readings differ", "readings"), ("region-code Hamming distance (MLP geometry)", "hamming")],
+                         value="readings", label="Colour the comparison by", elem_id="sx-compare-colouring")
     run = gr.Button("Compare", variant="primary")
     plot = gr.Plot()
     table = gr.Dataframe(headers=["layer", "token_a", "token_b", "text_a", "text_b", "reading_a", "reading_b", "differs"],
                          column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
 
-    def on_compare(sess: Session, pa, pb, ls, mn, progress=gr.Progress(track_tqdm=True)):
+    def on_compare(sess: Session, pa, pb, ls, mn, colour, progress=gr.Progress(track_tqdm=True)):
         try:
             ex = registry.get(sess.model)
             progress(0.1, desc="interpreting both prompts")
             cmp = compare_prompts(ex, pa, pb, _layers(ls, ex.lm.n_layers), ex.settings(max_new_tokens=_as_int(
-                "max new tokens", mn)))
+                "max new tokens", mn)), colouring=colour)
         except Exception as e:
             raise user_error(e) from None
         import plotly.graph_objects as go
 
         return go.Figure(cmp.figure()), pd.DataFrame(cmp.rows())
 
-    run.click(on_compare, [session, a, b, layers, max_new], [plot, table], concurrency_id="study", concurrency_limit=1)
+    run.click(on_compare, [session, a, b, layers, max_new, colouring], [plot, table], concurrency_id="study",
+              concurrency_limit=1)
 
 
 def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
