@@ -145,7 +145,7 @@ def run(args: argparse.Namespace) -> int:
     from explorer.methods.geometry.prompt_features import read_labelled_csv
 
     lm = load_model(args.model)
-    per_class = 12 if args.quick else None
+    per_class = 8 if args.quick else None
     concept_texts, concept_labels = read_labelled_csv(args.concepts)
     domain_texts, domain_labels = read_labelled_csv(DOMAINS)
     print(f"model {lm.model_id}, {lm.n_layers} blocks; layer L is block L-1 ({'quick' if args.quick else 'full'} run)")
