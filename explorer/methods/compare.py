@@ -38,7 +38,7 @@ class Comparison:
         """Red where the readings differ, or (when ``hamming`` is set) shaded by the region-code Hamming distance."""
         geometric = self.hamming is not None
         values = self.hamming if self.hamming is not None else self.differs.astype(float)
-        z = np.where(np.isnan(values), None, np.round(values, 4)).tolist()
+        z = [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in values]
         ticks = [f"{self.grid_a.tokens[a]!s} | {self.grid_b.tokens[b]!s}" for a, b in self.pairs]
         hover = [[f"<b>layer {layer}</b><br>A: {html.escape(self.text_a[i][j])}<br>B: {html.escape(self.text_b[i][j])}"
                   + (f"<br>region-code Hamming distance (block {layer - 1}): {self.hamming[i, j]:.3f}"

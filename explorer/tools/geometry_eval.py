@@ -119,7 +119,8 @@ def prefix_dimension(lm, pairs) -> tuple[np.ndarray, np.ndarray]:
     """Last-token intrinsic dimension by layer (rows 1..N): (pairs, N) after relevant and irrelevant prefixes."""
     from explorer.methods.geometry.features import geometry
 
-    rel, irr = [], []
+    rel: list[np.ndarray] = []
+    irr: list[np.ndarray] = []
     for question, relevant, irrelevant in pairs:
         for prefix, out in ((relevant, rel), (irrelevant, irr)):
             g = geometry(lm, lm.tokenizer.encode(f"{prefix}\n{question}"))

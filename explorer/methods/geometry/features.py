@@ -25,6 +25,7 @@ import threading
 from collections.abc import Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -194,7 +195,8 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, last_state
     """One eager forward pass over ``ids`` with reducing hooks on every block (see module docstring).
 
     ``last_states`` also keeps the last token's state at every row (for a probe on raw states);
-    ``mlp_in`` / ``attn``: paths inside each MLP / block for layouts the name patterns miss.
+    ``mlp_in`` / ``attn``: paths inside each MLP / block for layouts the name patterns miss. (One
+    function, a little over the usual length, so the hooks and what they fill live only in this pass.)
     """
     arch = lm.arch
     n = arch.n_layers
@@ -244,7 +246,7 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, last_state
         handles += [blk.register_forward_hook(state_hook(b + 1), with_kwargs=True) for b, blk in enumerate(arch.blocks)]
     reset = _PASS.set(marker)
     try:
-        with torch.inference_mode(), eager_attention(lm.model):
+        with torch.inference_mode(), eager_attention(cast(nn.Module, lm.model)):
             lm.model(input_ids=torch.tensor([ids], device=lm.device), use_cache=False, logits_to_keep=1)
     finally:
         _PASS.reset(reset)

@@ -72,7 +72,8 @@ def prompt_features(lm: LoadedModel, texts: Sequence[str], *, labels: Sequence |
         raise InputError("Every prompt must have some text; an empty one was given.")
     if labels is not None and len(labels) != len(texts):
         raise InputError(f"{len(labels)} labels for {len(texts)} prompts: give one label per prompt.")
-    rows, kept = [], []
+    rows: list[np.ndarray] = []
+    kept: list[np.ndarray] = []
     started = time.monotonic()
     for i, text in enumerate(texts):
         if should_stop is not None and should_stop():
@@ -80,7 +81,7 @@ def prompt_features(lm: LoadedModel, texts: Sequence[str], *, labels: Sequence |
         ids = lm.tokenizer.encode(text, add_special_tokens=True)[:max_tokens]
         g = geometry(lm, ids, last_states=states)
         rows.append(layer_statistics(g))
-        if states:
+        if g.last_states is not None:
             kept.append(g.last_states)
         if progress is not None:
             elapsed = time.monotonic() - started
