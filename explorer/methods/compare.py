@@ -14,8 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.api import Explorer
+from explorer.core.errors import InputError
 from explorer.core.grid import Grid
+from explorer.core.models import LoadedModel
 from explorer.interpret.engine import InterpretSettings
+from explorer.methods.geometry.features import find_mlp_input, geometry, hamming
 
 
 @dataclass
@@ -29,16 +32,26 @@ class Comparison:
     text_a: list[list[str]]
     text_b: list[list[str]]
     differs: np.ndarray
+    hamming: np.ndarray | None = None  # (len(layers), len(pairs)) fraction of region-code bits that differ
 
     def figure(self) -> dict:
-        z = self.differs.astype(float).tolist()
+        """Red where the readings differ, or (when ``hamming`` is set) shaded by the region-code Hamming distance."""
+        geometric = self.hamming is not None
+        values = self.hamming if self.hamming is not None else self.differs.astype(float)
+        z = [[None if np.isnan(v) else round(float(v), 4) for v in row] for row in values]
         ticks = [f"{self.grid_a.tokens[a]!s} | {self.grid_b.tokens[b]!s}" for a, b in self.pairs]
         hover = [[f"<b>layer {layer}</b><br>A: {html.escape(self.text_a[i][j])}<br>B: {html.escape(self.text_b[i][j])}"
+                  + (f"<br>region-code Hamming distance (block {layer - 1}): {self.hamming[i, j]:.3f}"
+                     if self.hamming is not None and layer > 0 else "")
                   for j in range(len(self.pairs))] for i, layer in enumerate(self.layers)]
+        zmax = float(np.nanmax(values)) if geometric and np.isfinite(values).any() else 1.0
+        title = ("darker = the MLP treats the two tokens more differently (fraction of neurons whose sign differs)"
+                 if geometric else "red = readings differ")
         return {"data": [{"type": "heatmap", "z": z, "x": list(range(len(self.pairs))), "y": self.layers,
-                          "text": hover, "hovertemplate": "%{text}<extra></extra>", "zmin": 0, "zmax": 1,
-                          "colorscale": [[0, "#f3f4f6"], [1, "#dc2626"]], "showscale": False, "xgap": 1, "ygap": 1}],
-                "layout": {"height": max(300, 22 * len(self.layers) + 140), "title": {"text": "red = readings differ"},
+                          "text": hover, "hovertemplate": "%{text}<extra></extra>", "zmin": 0, "zmax": zmax or 1.0,
+                          "colorscale": [[0, "#f3f4f6"], [1, "#7c3aed" if geometric else "#dc2626"]],
+                          "showscale": geometric, "xgap": 1, "ygap": 1, "hoverongaps": False}],
+                "layout": {"height": max(300, 22 * len(self.layers) + 140), "title": {"text": title},
                            "xaxis": {"tickmode": "array", "tickvals": list(range(len(self.pairs))), "ticktext": ticks,
                                      "tickangle": -45},
                            "yaxis": {"title": {"text": "layer"}, "tickmode": "array", "tickvals": self.layers},
@@ -50,7 +63,8 @@ class Comparison:
             for j, (a, b) in enumerate(self.pairs):
                 out.append({"layer": layer, "token_a": a, "token_b": b, "text_a": self.grid_a.tokens[a],
                             "text_b": self.grid_b.tokens[b], "reading_a": self.text_a[i][j],
-                            "reading_b": self.text_b[i][j], "differs": bool(self.differs[i, j])})
+                            "reading_b": self.text_b[i][j], "differs": bool(self.differs[i, j]),
+                            **({"hamming": float(self.hamming[i, j])} if self.hamming is not None else {})})
         return out
 
 
@@ -68,8 +82,28 @@ def align_tokens(a: list[str], b: list[str]) -> list[tuple[int, int]]:
     return pairs
 
 
+def hamming_grid(lm: LoadedModel, grid_a: Grid, grid_b: Grid, pairs: list[tuple[int, int]],
+                 layers: list[int]) -> np.ndarray:
+    """(len(layers), len(pairs)): the fraction of block L-1's MLP neurons whose sign differs between the
+    aligned tokens, i.e. the Hamming distance of their region codes over d_ff; NaN for layer 0."""
+    code_a = geometry(lm, grid_a.token_ids, codes=True).codes
+    code_b = geometry(lm, grid_b.token_ids, codes=True).codes
+    assert code_a is not None and code_b is not None
+    ia = [a for a, _ in pairs]
+    ib = [b for _, b in pairs]
+    out = np.full((len(layers), len(pairs)), np.nan)
+    for i, layer in enumerate(layers):
+        if layer > 0:
+            bits = hamming(code_a[layer - 1, ia], code_b[layer - 1, ib])
+            out[i] = bits / find_mlp_input(lm.arch.mlps[layer - 1]).width
+    return out
+
+
 def compare_prompts(ex: Explorer, prompt_a: str, prompt_b: str, layers: list[int], settings: InterpretSettings,
-                    *, chat: bool = False, batch_size: int = 16) -> Comparison:
+                    *, chat: bool = False, batch_size: int = 16, colouring: str = "readings") -> Comparison:
+    """Interpret the aligned cells of both prompts; ``colouring="hamming"`` also measures region codes."""
+    if colouring not in ("readings", "hamming"):
+        raise InputError(f"Unknown comparison colouring '{colouring}'; use 'readings' or 'hamming'.")
     grid_a, grid_b = ex.run(prompt_a, chat=chat), ex.run(prompt_b, chat=chat)
     for layer in layers:
         grid_a.check_cell(layer, 0)
@@ -81,4 +115,5 @@ def compare_prompts(ex: Explorer, prompt_a: str, prompt_b: str, layers: list[int
     text_a = [[res_a.get(layer, a).interpretation for a, _ in pairs] for layer in layers]
     text_b = [[res_b.get(layer, b).interpretation for _, b in pairs] for layer in layers]
     differs = np.array([[x != y for x, y in zip(ra, rb)] for ra, rb in zip(text_a, text_b)])
-    return Comparison(grid_a, grid_b, layers, pairs, text_a, text_b, differs)
+    ham = hamming_grid(ex.lm, grid_a, grid_b, pairs, layers) if colouring == "hamming" else None
+    return Comparison(grid_a, grid_b, layers, pairs, text_a, text_b, differs, ham)

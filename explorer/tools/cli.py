@@ -24,6 +24,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "control": ("explorer.tools.control_cmd", "supervised / reinforcement control and steering from the shell"),
     "control-eval": ("explorer.tools.control_eval", "evaluate supervised and reinforcement control edits"),
     "crossmodel": ("explorer.tools.crossmodel_cmd", "fit affine maps between layers or models and print their held-out R²"),
+    "geometry": ("explorer.tools.geometry_cmd", "per-prompt geometric features (MLP regions, attention dimension) as CSV"),
+    "geometry-eval": ("explorer.tools.geometry_eval", "geometric vs state probe AUC, geometry cost, intrinsic dimension"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
     "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
     "serve": ("explorer.tools.cli", "launch the web app"),

@@ -20,6 +20,7 @@ from explorer.core.grid import Grid
 from explorer.core.prompts import PRESETS, Template
 from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
+from explorer.methods import geometry as _geometry  # noqa: F401  registers the geometry colour modes
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.control import applied
 from explorer.ui import validate
@@ -81,7 +82,8 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
     cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
-    base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
+    with applied(ex.lm, session.edit):  # colourings that run the model see the session's edit
+        base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
     if base is None:  # relevancy only: an empty base so the axes still show every cell
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])

@@ -48,12 +48,14 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         b = gr.Textbox("The dog sat on the mat", label="Prompt B")
         layers = gr.Textbox("5,10,15,20", label="Layers")
         max_new = gr.Slider(4, 32, value=10, step=1, label="Max new tokens")
+    colouring = gr.Radio([("readings differ", "readings"), ("region-code Hamming distance (MLP geometry)", "hamming")],
+                         value="readings", label="Colour the comparison by", elem_id="sx-compare-colouring")
     run = gr.Button("Compare", variant="primary")
     plot = gr.Plot()
     table = gr.Dataframe(headers=["layer", "token_a", "token_b", "text_a", "text_b", "reading_a", "reading_b", "differs"],
                          column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
 
-    def on_compare(sess: Session, pa, pb, ls, mn, progress=gr.Progress(track_tqdm=True)):
+    def on_compare(sess: Session, pa, pb, ls, mn, colour, progress=gr.Progress(track_tqdm=True)):
         import plotly.graph_objects as go
 
         try:
@@ -63,12 +65,14 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             layer_list = _layers(ls, ex.lm.n_layers)
             settings = ex.settings(max_new_tokens=_as_int("max new tokens", mn, 1, 64))
             progress(0.1, desc="interpreting both prompts")
-            for cmp in _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings)):
+            job = _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings, colouring=colour))
+            for cmp in job:
                 yield (gr.skip(), gr.skip()) if cmp is None else (go.Figure(cmp.figure()), pd.DataFrame(cmp.rows()))
         except Exception as e:
             raise user_error(e) from None
 
-    run.click(on_compare, [session, a, b, layers, max_new], [plot, table], concurrency_id="study", concurrency_limit=1)
+    run.click(on_compare, [session, a, b, layers, max_new, colouring], [plot, table], concurrency_id="study",
+              concurrency_limit=1)
 
 
 def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
