@@ -23,6 +23,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "control": ("explorer.tools.control_cmd", "supervised / reinforcement control and steering from the shell"),
     "control-eval": ("explorer.tools.control_eval", "evaluate supervised and reinforcement control edits"),
     "crossmodel": ("explorer.tools.crossmodel_cmd", "fit affine maps between layers or models and print their held-out R²"),
+    "concept": ("explorer.tools.concept_cmd", "train a concept from examples, colour a grid by it, steer with GCAV"),
+    "concept-eval": ("explorer.tools.concept_eval", "probe accuracy per concept set and GCAV vs fixed steering"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
     "serve": ("explorer.tools.cli", "launch the web app"),
 }
