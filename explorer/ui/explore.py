@@ -21,7 +21,6 @@ from explorer.core.prompts import PRESETS, Template
 from explorer.core.results import CellInterpretation
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.colouring import ColourLayer, colour_layer
-from explorer.methods.control import applied
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.session import ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS, column_window, explore_figure
@@ -91,7 +90,13 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
     cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
-    base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
+    if session.colour_mode.startswith("concept:"):  # a concept of this session (never a global mode)
+        concept = session.concepts.get(session.colour_mode.partition(":")[2].strip())
+        if concept is None:
+            raise InputError("That concept is no longer in your session: train or load it in the Concepts tab.")
+        base = concept.colour(session.grid, cols)
+    else:
+        base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
     if base is None:  # relevancy only: an empty base so the axes still show every cell
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
@@ -134,7 +139,7 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
     ex = registry.get(model)
     session.model = model
     t0 = time.perf_counter()
-    with applied(ex.lm, session.edit):
+    with session.job_context(ex.lm):
         grid = ex.run(prompt, chat=bool(chat))
     session.new_grid(grid)
     registry.budget.touch(session)
