@@ -184,7 +184,8 @@ def load(registry: ModelRegistry, session: Session, file):
 
 
 def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
-    """Widgets and wiring of the Concepts tab (inside a ``gr.Blocks``)."""
+    """Widgets and wiring of the Concepts tab (inside a ``gr.Blocks``); long because it is only layout
+    and event wiring, the logic is in the functions above."""
     gr.Markdown("Teach the model's explorer a concept from examples: one probe per layer finds where the model "
                 "holds it; colour the grid by it; read its direction in words; and steer it to a target "
                 "probability with GCAV (per sample, per step, only as much as each state needs).")
