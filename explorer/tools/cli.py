@@ -26,6 +26,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "crossmodel": ("explorer.tools.crossmodel_cmd", "fit affine maps between layers or models and print their held-out R²"),
     "geometry": ("explorer.tools.geometry_cmd", "per-prompt geometric features (MLP regions, attention dimension) as CSV"),
     "geometry-eval": ("explorer.tools.geometry_eval", "geometric vs state probe AUC, geometry cost, intrinsic dimension"),
+    "concept": ("explorer.tools.concept_cmd", "train a concept from examples, colour a grid by it, steer with GCAV"),
+    "concept-eval": ("explorer.tools.concept_eval", "probe accuracy per concept set and GCAV vs fixed steering"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
     "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
     "serve": ("explorer.tools.cli", "launch the web app"),

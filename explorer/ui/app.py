@@ -7,6 +7,7 @@ import os
 import gradio as gr
 
 from explorer.ui.api_endpoints import build_api_endpoints
+from explorer.ui.concept_tab import build_concept_tab
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
 from explorer.ui.explore_tab import build_explore_tab
@@ -58,6 +59,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             build_cross_tab(registry, session, user_error)
         with gr.Tab("Evaluate", id="evaluate"):
             build_evaluate_tab(registry, session, user_error)
+        with gr.Tab("Concepts", id="concepts"):
+            build_concept_tab(registry, session)
         build_api_endpoints(registry, session, config)
 
         # Gradio deletes a closed tab's gr.State only an hour later (in case the user comes back);

@@ -82,8 +82,14 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
     cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
-    with applied(ex.lm, session.edit):  # colourings that run the model see the session's edit
-        base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
+    with session.job_context(ex.lm):  # colourings that run the model see the session's edit and steering
+        if session.colour_mode.startswith("concept:"):  # a concept of this session (never a global mode)
+            concept = session.concepts.get(session.colour_mode.partition(":")[2].strip())
+            if concept is None:
+                raise InputError("That concept is no longer in your session: train or load it in the Concepts tab.")
+            base = concept.colour(session.grid, cols)
+        else:
+            base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
     if base is None:  # relevancy only: an empty base so the axes still show every cell
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
@@ -127,7 +133,7 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
     ex = registry.get(validate.as_text("model", model, 500))
     session.model = model
     t0 = time.perf_counter()
-    with applied(ex.lm, session.edit):
+    with session.job_context(ex.lm):
         grid = ex.run(prompt, chat=validate.as_bool("chat option", chat))
     session.new_grid(grid)
     registry.budget.touch(session)

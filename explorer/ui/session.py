@@ -253,6 +253,8 @@ class Session:
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
     edit: object | None = None  # explorer.methods.control.Edit
+    concepts: dict = field(default_factory=dict)  # name -> explorer.methods.concepts.Concept
+    concept_steer: object | None = None  # explorer.methods.concepts.Steering, applied with the edit
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     connection: str | None = None  # the browser connection (session hash) this session is bound to
@@ -311,10 +313,12 @@ class Session:
 
     @contextlib.contextmanager
     def job_context(self, lm) -> Iterator[None]:
-        """Where this session's jobs run: its own control edit applied, cache entries charged to it."""
+        """Where this session's jobs run: its own control edit and concept steering applied, cache
+        entries charged to it."""
         from explorer.methods.control import applied
 
-        with applied(lm, self.edit), cache_owner(self.session_id):
+        steer = self.concept_steer.context(lm) if self.concept_steer is not None else contextlib.nullcontext()
+        with applied(lm, self.edit), steer, cache_owner(self.session_id):
             yield
 
     def workdir(self) -> Path:
@@ -336,6 +340,8 @@ class Session:
         self.grid = None
         self.results = None
         self.edit = None
+        self.concepts = {}
+        self.concept_steer = None
         shutil.rmtree(Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id, ignore_errors=True)
 
 
