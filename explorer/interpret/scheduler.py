@@ -2,8 +2,10 @@
 
 Clicks that arrive while a batch runs wait in the queue and go together into the next batch, and
 rows from several users' jobs share a batch when they ask for the same settings and see the same
-weights (``MODEL_VARIANT``). Each request keeps the caller's ``contextvars`` context, and a batch
-runs inside its first request's context, so a session's control edit applies to its own rows only.
+weights (``MODEL_VARIANT``). A request's ``priority`` lets a click jump ahead of a whole-grid job's
+queued rows: the next batch starts with the oldest request of the highest priority. Each request
+keeps the caller's ``contextvars`` context, and a batch runs inside its first request's context, so
+a session's control edit applies to its own rows only.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ class _Request:
     key: tuple
     ctx: contextvars.Context
     on_step: Callable[[list[int]], None] | None
+    priority: int = 0
     future: Future = field(default_factory=Future)
 
 
@@ -43,17 +46,19 @@ class BatchScheduler:
         self.batches_run = 0
         self.batch_sizes: list[int] = []
 
-    def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None) -> Future:
-        """Queue one state; the future resolves to ``(generated ids, p_with)`` for it."""
+    def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None,
+               priority: int = 0) -> Future:
+        """Queue one state; the future resolves to ``(generated ids, p_with)`` for it. Higher
+        ``priority`` goes first (a click: 1; a whole-grid job's rows: 0)."""
         req = _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
-                       ctx=contextvars.copy_context(), on_step=on_step)
+                       ctx=contextvars.copy_context(), on_step=on_step, priority=int(priority))
         with self._cv:
             self._queue.append(req)
             self._ensure_worker()
             self._cv.notify()
         return req.future
 
-    def generate(self, vectors: torch.Tensor, settings, on_step=None):
+    def generate(self, vectors: torch.Tensor, settings, on_step=None, priority: int = 0):
         """Submit B states and wait: the same result as ``interpreter.generate`` (rows may share batches)."""
         futures = []
         for i in range(vectors.shape[0]):
@@ -62,7 +67,7 @@ class BatchScheduler:
                 def cb(ids, i=i, snapshot={}):  # noqa: B006 - per-call snapshot of all rows
                     snapshot[i] = ids
                     on_step(len(ids), [snapshot.get(j, []) for j in range(vectors.shape[0])])
-            futures.append(self.submit(vectors[i], settings, cb))
+            futures.append(self.submit(vectors[i], settings, cb, priority))
         try:
             results = [f.result() for f in futures]
         except BaseException:
@@ -81,12 +86,14 @@ class BatchScheduler:
         with self._cv:
             while not self._queue:
                 self._cv.wait()
-            first = self._queue.popleft()
+            top = max(r.priority for r in self._queue)
+            first = next(r for r in self._queue if r.priority == top)
+            self._queue.remove(first)
             batch = [first]
             rest: deque[_Request] = deque()
             while self._queue and len(batch) < self.max_batch:
                 req = self._queue.popleft()
-                (batch if req.key == first.key else rest).append(req)
+                (batch if req.key == first.key and req.priority == top else rest).append(req)
             rest.extend(self._queue)
             self._queue = rest
         return [r for r in batch if r.future.set_running_or_notify_cancel()]

@@ -156,6 +156,8 @@ class Session:
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
     edit: object | None = None  # explorer.methods.control.Edit
     active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
+    reading_list: tuple[str, list] | None = None  # (scope, cells) the side panel lists after a row/column job
+    hide_system: bool = True  # start the grid at the user's first token of a chat-wrapped prompt
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -176,6 +178,7 @@ class Session:
             self.results = InterpretationSet(prompt=grid.prompt, provenance=dict(grid.provenance))
             self.selected = None
             self.column_start = 0
+            self.reading_list = None
 
     def require_grid(self) -> Grid:
         if self.grid is None:
