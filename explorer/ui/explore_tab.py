@@ -100,7 +100,7 @@ def _layout_inputs(config: AppConfig) -> dict:
                                             info="how many copies of the state are written into the question")
             w["k"] = gr.Slider(0, 29, value=1, step=1, label="Injection layer k",
                                info="the layer whose input receives the state (0 = the embeddings)")
-            w["max_new"] = gr.Slider(4, 64, value=20, step=1, label="Max new tokens",
+            w["max_new"] = gr.Slider(4, 64, value=20, step=1, label="Max new tokens", elem_id="sx-max-new",
                                      info="the longest reading, in tokens")
             w["batch"] = gr.Slider(1, 64, value=16, step=1, label="Batch size",
                                    info="cells read together by row, column and whole-grid jobs")
@@ -188,7 +188,7 @@ class ExploreHandlers:
         grid = sess.grid
         if grid is None:
             return gr.update(visible=False)
-        floor = grid_view.first_column(self.registry.get(sess.model), sess) - sess.column_start
+        floor = grid_view.column_floor(self.registry.get(sess.model), sess)
         last_start = grid.n_tokens - MAX_COLUMNS
         if last_start <= floor:
             return gr.update(visible=False)

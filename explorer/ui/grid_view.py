@@ -27,8 +27,13 @@ def first_column(ex: Explorer, session: Session) -> int:
     grid = session.grid
     if grid is None:
         return 0
-    floor = user_start(ex.lm, grid) if session.hide_system else 0
-    return max(int(session.column_start), floor)
+    return max(int(session.column_start), column_floor(ex, session))
+
+
+def column_floor(ex: Explorer, session: Session) -> int:
+    """The first column the window may show (the user's first token when the system text is hidden)."""
+    grid = session.grid
+    return user_start(ex.lm, grid) if grid is not None and session.hide_system else 0
 
 
 def user_start(lm, grid: Grid) -> int:
@@ -100,12 +105,11 @@ def colour_job(registry: ModelRegistry, session: Session) -> Iterator[tuple[dict
 def figure_for(ex: Explorer, session: Session) -> dict | None:
     if session.grid is None:
         return None
-    start = first_column(ex, session)
-    cols = column_window(session.grid, start, MAX_COLUMNS)
+    cols = column_window(session.grid, first_column(ex, session), MAX_COLUMNS, column_floor(ex, session))
     base = base_layer(ex, session, cols)
     if base is None:  # relevancy only: an empty base so the axes still show every cell
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
     with session.lock:
-        return explore_figure(session.grid, ex.lm, session.results, start=cols[0], width=MAX_COLUMNS,
+        return explore_figure(session.grid, ex.lm, session.results, start=cols[0], width=MAX_COLUMNS, floor=cols[0],
                               selected=session.selected, base=base)

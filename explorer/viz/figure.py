@@ -38,11 +38,12 @@ def token_label(text: str, special: bool) -> str:
     return f"⟨{shown}⟩" if special else shown
 
 
-def column_window(grid: Grid, start: int = 0, width: int = MAX_COLUMNS) -> list[int]:
-    """The columns shown: ``width`` tokens from ``start``, the window slid back so that it is
-    always full when the prompt is long enough (no page holds the last token alone)."""
+def column_window(grid: Grid, start: int = 0, width: int = MAX_COLUMNS, floor: int = 0) -> list[int]:
+    """The columns shown: ``width`` tokens from ``start``, the window slid back (not before
+    ``floor``) so that it is full when the prompt is long enough: no page holds the last token alone."""
     width = max(1, int(width))
-    start = max(0, min(int(start), max(0, grid.n_tokens - width)))
+    floor = max(0, min(int(floor), grid.n_tokens - 1))
+    start = max(floor, min(int(start), grid.n_tokens - width))
     return list(range(start, min(grid.n_tokens, start + width)))
 
 
@@ -93,9 +94,10 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
 
 def explore_figure(grid: Grid, lm: LoadedModel, results: InterpretationSet | None, *, start: int = 0,
                    width: int = MAX_COLUMNS, selected: tuple[int, int] | None = None,
-                   base: ColourLayer | None = None) -> dict:
-    """The Explore tab's figure: lens base layer + relevancy overlay for a window of columns."""
-    cols = column_window(grid, start, width)
+                   base: ColourLayer | None = None, floor: int = 0) -> dict:
+    """The Explore tab's figure: lens base layer + relevancy overlay for a window of columns
+    (``start``, ``width``, ``floor``: see ``column_window``)."""
+    cols = column_window(grid, start, width, floor)
     base = base if base is not None else lens_layer(grid, lm, cols)
     overlay = relevancy_layer(grid, results, cols)
     return grid_figure(grid, base, overlay, cols, selected=selected)
