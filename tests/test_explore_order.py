@@ -57,3 +57,10 @@ def test_a_click_jumps_a_grid_jobs_queue_and_keeps_its_variant():
     assert [r.future.tag for r in sched._take_batch()] == [101]  # the other click next, not with grid rows
     assert [r.future.tag for r in sched._take_batch()] == [0, 1, 2, 3]  # then the grid job, in order
     assert [r.future.tag for r in sched._take_batch()] == [4, 5]
+
+
+def test_the_express_worker_takes_only_clicks():
+    sched = BatchScheduler(interpreter=None, max_batch=4)
+    sched._queue.extend([_req(0, "a", 0), _req(1, "a", 100), _req(0, "a", 1)])
+    assert [r.future.tag for r in sched._take_batch(min_priority=1)] == [100]
+    assert [r.future.tag for r in sched._take_batch()] == [0, 1]

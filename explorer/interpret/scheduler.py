@@ -3,7 +3,9 @@
 Clicks that arrive while a batch runs wait in the queue and go together into the next batch, and
 rows from several users' jobs share a batch when they ask for the same settings and see the same
 weights (``MODEL_VARIANT``). A request's ``priority`` lets a click jump ahead of a whole-grid job's
-queued rows: the next batch starts with the oldest request of the highest priority. Each request
+queued rows: the next batch starts with the oldest request of the highest priority, and a second
+worker takes only such requests, so a click decodes beside a running grid batch instead of after
+it (its first words come after one prefill, not after the grid batch). Each request
 keeps the caller's ``contextvars`` context, and a batch runs inside its first request's context, so
 a session's control edit applies to its own rows only.
 """
@@ -43,6 +45,7 @@ class BatchScheduler:
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._express: threading.Thread | None = None  # takes priority > 0 requests only
         self.batches_run = 0
         self.batch_sizes: list[int] = []
 
@@ -55,7 +58,7 @@ class BatchScheduler:
         with self._cv:
             self._queue.append(req)
             self._ensure_worker()
-            self._cv.notify()
+            self._cv.notify_all()
         return req.future
 
     def generate(self, vectors: torch.Tensor, settings, on_step=None, priority: int = 0):
@@ -81,10 +84,13 @@ class BatchScheduler:
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._loop, name="selfie-batcher", daemon=True)
             self._worker.start()
+        if self._express is None or not self._express.is_alive():
+            self._express = threading.Thread(target=self._loop, args=(1,), name="selfie-express", daemon=True)
+            self._express.start()
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self, min_priority: int = 0) -> list[_Request]:
         with self._cv:
-            while not self._queue:
+            while not any(r.priority >= min_priority for r in self._queue):
                 self._cv.wait()
             top = max(r.priority for r in self._queue)
             first = next(r for r in self._queue if r.priority == top)
@@ -98,9 +104,9 @@ class BatchScheduler:
             self._queue = rest
         return [r for r in batch if r.future.set_running_or_notify_cancel()]
 
-    def _loop(self) -> None:
+    def _loop(self, min_priority: int = 0) -> None:
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(min_priority)
             if not batch:
                 continue
             vectors = torch.stack([r.vector for r in batch])

@@ -102,7 +102,8 @@ def _layout_inputs(config: AppConfig) -> dict:
                                info="the layer whose input receives the state (0 = the embeddings)")
             w["max_new"] = gr.Slider(4, 64, value=20, step=1, label="Max new tokens", elem_id="sx-max-new",
                                      info="the longest reading, in tokens")
-            w["batch"] = gr.Slider(1, 64, value=16, step=1, label="Batch size",
+            w["batch"] = gr.Slider(1, 64, value=config.max_batch if 1 <= config.max_batch <= 64 else 64, step=1,
+                                   label="Batch size",
                                    info="cells read together by row, column and whole-grid jobs")
             w["strength"] = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Injection strength",
                                       info="1 replaces the placeholders by the state; less blends the two")
