@@ -152,3 +152,29 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
                                "#sx-job-progress .sx-job[data-state=done]", timeout=120_000)
     finally:
         context.close()
+
+
+def test_enter_runs_and_shift_enter_adds_a_line(page):
+    box = page.locator("#sx-prompt textarea")
+    box.fill("Paris is")
+    box.press("Shift+Enter")
+    box.type("lovely")
+    assert box.input_value() == "Paris is\nlovely"
+    page.wait_for_timeout(300)
+    assert page.evaluate(f"() => !{PLOT}.data || {PLOT}.data.length === 0")  # nothing ran yet
+    box.press("Enter")
+    page.wait_for_function(f"() => {PLOT}.dataset.ready === '1' && {PLOT}.data.length > 0", timeout=60_000)
+    assert box.input_value() == "Paris is\nlovely"  # Enter ran the prompt and added no newline
+
+
+def test_template_menu_and_fields_agree(page):
+    from explorer.core.prompts import PRESETS
+
+    page.get_by_text("Interpretation settings").click()
+    page.click("#sx-preset input")
+    page.locator("ul[role=listbox] li", has_text="summarize").first.click()
+    page.wait_for_function("t => document.querySelector('#sx-custom-lead textarea').value === t",
+                           arg=PRESETS["summarize"].lead_in, timeout=10_000)
+    assert page.input_value("#sx-custom-user textarea") == PRESETS["summarize"].user
+    page.locator("#sx-custom-lead textarea").type(" briefly")
+    page.wait_for_function("() => document.querySelector('#sx-preset input').value === 'custom'", timeout=10_000)
