@@ -22,9 +22,10 @@ install-dev: install
 
 # Debian's Chromium (Playwright drives it; `playwright install` cannot download browsers here).
 install-browser:
-	@if [ ! -x /usr/bin/chromium ]; then \
+	@if [ ! -x /usr/bin/chromium ] || ! fc-list | grep -q "Noto Color Emoji"; then \
 		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
-		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium; \
+		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q chromium \
+			fonts-noto-core fonts-noto-color-emoji fonts-noto-cjk; \
 	fi
 
 app: install

@@ -50,13 +50,15 @@ class Explorer:
 
     def iter_interpret(self, grid: Grid, cells="all", *, settings: InterpretSettings | None = None,
                        batch_size: int | str = "auto", relevancy: bool = True, stream_tokens: bool = False,
-                       should_stop: Callable[[], bool] | None = None, **setting_kwargs) -> Iterator[CellInterpretation]:
-        """Stream cell results: text first, then the same cell again with its relevancy."""
+                       should_stop: Callable[[], bool] | None = None, priority: int = 0,
+                       **setting_kwargs) -> Iterator[CellInterpretation]:
+        """Stream cell results: text first, then the same cell again with its relevancy
+        (``priority``: a click's 1 goes ahead of a grid job's 0 in the shared scheduler)."""
         settings = settings or self.settings(**setting_kwargs)
         return self.interpreter.iter_cells(grid, parse_cells(cells, grid), settings,
                                            batch_size=self.batch_size(settings, batch_size),
                                            relevancy=relevancy, stream_tokens=stream_tokens,
-                                           should_stop=should_stop)
+                                           should_stop=should_stop, priority=priority)
 
     def interpret(self, grid: Grid, cells="all", *, settings: InterpretSettings | None = None,
                   batch_size: int | str = "auto", relevancy: bool = True,

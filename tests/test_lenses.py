@@ -58,3 +58,38 @@ def test_target_prompt_ids(lm):
     ids = token_identity_ids(lm)
     assert lm.tokenizer.decode(ids).endswith("?")
     assert torch.tensor(ids).ndim == 1
+
+
+def test_token_identity_is_computed_once_per_grid(lm):
+    """The whole grid is read in batched passes once; a redraw (a second call, any column window)
+    makes no forward pass, and its values equal a per-layer reference computed independently."""
+    from explorer.methods.lenses import token_identity_cached
+
+    g = capture(lm, "Paris is lovely")
+    calls = []
+    handle = lm.model.register_forward_pre_hook(lambda *_: calls.append(1))
+    try:
+        seen = []
+        first = token_identity(lm, g, progress=lambda done, total: seen.append((done, total)))
+        passes = len(calls)
+        cells = g.n_rows * g.n_tokens
+        assert passes == -(-cells // 64) and seen[-1] == (cells, cells)  # batched across layers
+        assert token_identity_cached(g)
+        again = token_identity(lm, g)
+        part = colour_layer("token_identity", g, lm, cols=[g.n_tokens - 1])
+        assert len(calls) == passes  # no forward pass the second time
+    finally:
+        handle.remove()
+    assert (again.predicted == first.predicted).all() and part.values.shape == (g.n_rows, 1)
+    target = token_identity_ids(lm)
+    for layer in (0, 12, g.n_rows - 1):  # reference: one layer at a time, the original Patchscope call
+        tok, _ = patchscope_next_token(lm, g.hidden[layer], layer, target)
+        assert (first.predicted[layer] == tok).all()
+
+
+def test_token_identity_stops_between_passes(lm):
+    from explorer.methods.lenses import token_identity_cached
+
+    g = capture(lm, "Stop here")
+    assert token_identity(lm, g, batch_size=8, should_stop=lambda: True) is None
+    assert not token_identity_cached(g)

@@ -23,6 +23,7 @@ import dataclasses
 import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 import torch
@@ -81,10 +82,11 @@ class Interpreter:
 
     # ------------------------------------------------------------------ generation
     def generate(self, vectors: torch.Tensor, settings: InterpretSettings,
-                 on_step: Callable[[int, list[list[int]]], None] | None = None) -> GeneratedBatch:
-        """Greedy SelfIE generations for ``vectors`` (B, d), through the shared batcher when enabled."""
+                 on_step: Callable[[int, list[list[int]]], None] | None = None, priority: int = 0) -> GeneratedBatch:
+        """Greedy SelfIE generations for ``vectors`` (B, d), through the shared batcher when enabled
+        (``priority``: see ``BatchScheduler.submit``)."""
         if self.scheduler is not None:
-            return self.scheduler.generate(vectors, settings, on_step)
+            return self.scheduler.generate(vectors, settings, on_step, priority)
         return self.generate_now(vectors, settings, on_step)
 
     def generate_now(self, vectors: torch.Tensor, settings: InterpretSettings,
@@ -111,12 +113,16 @@ class Interpreter:
         relevancy: bool = True,
         stream_tokens: bool = False,
         should_stop: Callable[[], bool] | None = None,
+        priority: int = 0,
     ) -> Iterator[CellInterpretation]:
         """Interpret cells in batches, yielding each cell's text as soon as its batch has decoded
-        and again (complete) once its relevancy is known. Cached cells are yielded first.
+        and again (complete) once its relevancy is known. Cached cells are yielded first, the
+        rest in the order given.
 
         With ``stream_tokens`` the partial text of a batch is also yielded after every step.
-        ``should_stop`` is polled between batches (a Stop button).
+        ``should_stop`` is polled between batches (a Stop button). Without streaming, the next
+        batch decodes while this one's relevancy pass runs (the two overlap on a GPU).
+        ``priority`` orders this job's batches in the shared scheduler (a click: 1).
         """
         check_int("batch size", batch_size, 1, MAX_BATCH_SIZE)
         settings.validate(self.lm.n_layers)
@@ -133,19 +139,43 @@ class Interpreter:
                 yield dataclasses.replace(hit, cached=True)
             else:
                 todo.append((layer, token))
-        for start in range(0, len(todo), batch_size):
+        batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
+        ahead: Future | None = None
+        for i, batch in enumerate(batches):
             if should_stop is not None and should_stop():
+                if ahead is not None:
+                    ahead.cancel()
                 return
-            batch = todo[start:start + batch_size]
-            yield from self._interpret_batch(grid, batch, settings, relevancy, stream_tokens)
+            if stream_tokens:
+                vectors = torch.stack([grid.hidden[layer, token] for layer, token in batch])
+                gen = yield from self._generate_streaming(grid, batch, vectors, settings, priority)
+            else:
+                gen = (ahead or self._generate_ahead(grid, batch, settings, priority)).result()
+                ahead = None
+                if i + 1 < len(batches) and not (should_stop is not None and should_stop()):
+                    ahead = self._generate_ahead(grid, batches[i + 1], settings, priority)
+            yield from self._finish_batch(grid, batch, gen, settings, relevancy)
 
-    def _interpret_batch(self, grid: Grid, batch: list[tuple[int, int]], settings: InterpretSettings,
-                         relevancy: bool, stream_tokens: bool) -> Iterator[CellInterpretation]:
+    def _generate_ahead(self, grid: Grid, batch: list[tuple[int, int]], settings: InterpretSettings,
+                        priority: int) -> Future:
+        """Start decoding ``batch`` in a worker thread (same context: same edit); a future of it."""
+        future: Future = Future()
+        ctx = contextvars.copy_context()
         vectors = torch.stack([grid.hidden[layer, token] for layer, token in batch])
-        if stream_tokens:
-            gen = yield from self._generate_streaming(grid, batch, vectors, settings)
-        else:
-            gen = self.generate(vectors, settings)
+
+        def work() -> None:
+            if not future.set_running_or_notify_cancel():
+                return
+            try:
+                future.set_result(ctx.run(self.generate, vectors, settings, None, priority))
+            except BaseException as e:
+                future.set_exception(e)
+
+        threading.Thread(target=work, name="selfie-decode", daemon=True).start()
+        return future
+
+    def _finish_batch(self, grid: Grid, batch: list[tuple[int, int]], gen: GeneratedBatch,
+                      settings: InterpretSettings, relevancy: bool) -> Iterator[CellInterpretation]:
         cells = [self._make_cell(grid, layer, token, gen.ids[i], gen.p_with[i])
                  for i, (layer, token) in enumerate(batch)]
         for cell in cells:
@@ -160,7 +190,7 @@ class Interpreter:
                 yield done
 
     def _generate_streaming(self, grid: Grid, batch: list[tuple[int, int]], vectors: torch.Tensor,
-                            settings: InterpretSettings):
+                            settings: InterpretSettings, priority: int = 0):
         """Run ``generate`` in a worker (same context: same edit) and yield partial cells per step."""
         events: queue.Queue = queue.Queue()
         ctx = contextvars.copy_context()
@@ -168,7 +198,7 @@ class Interpreter:
         def work() -> None:
             try:
                 result = ctx.run(self.generate, vectors, settings,
-                                 lambda _s, ids: events.put(("step", [list(x) for x in ids])))
+                                 lambda _s, ids: events.put(("step", [list(x) for x in ids])), priority)
                 events.put(("done", result))
             except BaseException as e:
                 events.put(("error", e))

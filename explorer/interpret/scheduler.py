@@ -2,8 +2,12 @@
 
 Clicks that arrive while a batch runs wait in the queue and go together into the next batch, and
 rows from several users' jobs share a batch when they ask for the same settings and see the same
-weights (``MODEL_VARIANT``). Each request keeps the caller's ``contextvars`` context, and a batch
-runs inside its first request's context, so a session's control edit applies to its own rows only.
+weights (``MODEL_VARIANT``). A request's ``priority`` lets a click jump ahead of a whole-grid job's
+queued rows: the next batch starts with the oldest request of the highest priority, and a second
+worker takes only such requests, so a click decodes beside a running grid batch instead of after
+it (its first words come after one prefill, not after the grid batch). Each request
+keeps the caller's ``contextvars`` context, and a batch runs inside its first request's context, so
+a session's control edit applies to its own rows only.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ class _Request:
     ctx: contextvars.Context
     on_step: Callable[[list[int]], None] | None
     flush: Callable[[int], None] | None = None  # called once per step after every row of its call updated
+    priority: int = 0
     future: Future = field(default_factory=Future)
 
 
@@ -60,32 +65,35 @@ class BatchScheduler:
         self._queue: deque[_Request] = deque()
         self._cv = threading.Condition()
         self._worker: threading.Thread | None = None
+        self._express: threading.Thread | None = None  # takes priority > 0 requests only
         self.batches_run = 0
         self.batch_sizes: list[int] = []
 
     def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None,
-               flush: Callable[[int], None] | None = None) -> Future:
+               flush: Callable[[int], None] | None = None, priority: int = 0) -> Future:
         """Queue one state; the future resolves to ``(generated ids, p_with, steps)`` for it.
 
-        Requests are batched only with others of the same settings and model variant.
+        Requests are batched only with others of the same settings and model variant. Higher
+        ``priority`` goes first (a click: 1; a whole-grid job's rows: 0).
         """
         req = _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
-                       ctx=contextvars.copy_context(), on_step=on_step, flush=flush)
+                       ctx=contextvars.copy_context(), on_step=on_step, flush=flush, priority=int(priority))
         with self._cv:
             self._queue.append(req)
             self._ensure_worker()
-            self._cv.notify()
+            self._cv.notify_all()
         return req.future
 
-    def generate(self, vectors: torch.Tensor, settings, on_step=None):
+    def generate(self, vectors: torch.Tensor, settings, on_step=None, priority: int = 0):
         """Submit B states and wait: the same result as ``interpreter.generate`` (rows may share batches)."""
         futures = []
         rows = _StreamRows(int(vectors.shape[0]), on_step) if on_step is not None else None
         for i in range(vectors.shape[0]):
             if rows is None:
-                futures.append(self.submit(vectors[i], settings))
+                futures.append(self.submit(vectors[i], settings, priority=priority))
             else:
-                futures.append(self.submit(vectors[i], settings, lambda ids, i=i: rows.update(i, ids), rows.flush))
+                futures.append(self.submit(vectors[i], settings, lambda ids, i=i: rows.update(i, ids), rows.flush,
+                                           priority))
         try:
             results = [f.result() for f in futures]
         except BaseException:
@@ -99,24 +107,29 @@ class BatchScheduler:
         if self._worker is None or not self._worker.is_alive():
             self._worker = threading.Thread(target=self._loop, name="selfie-batcher", daemon=True)
             self._worker.start()
+        if self._express is None or not self._express.is_alive():
+            self._express = threading.Thread(target=self._loop, args=(1,), name="selfie-express", daemon=True)
+            self._express.start()
 
-    def _take_batch(self) -> list[_Request]:
+    def _take_batch(self, min_priority: int = 0) -> list[_Request]:
         with self._cv:
-            while not self._queue:
+            while not any(r.priority >= min_priority for r in self._queue):
                 self._cv.wait()
-            first = self._queue.popleft()
+            top = max(r.priority for r in self._queue)
+            first = next(r for r in self._queue if r.priority == top)
+            self._queue.remove(first)
             batch = [first]
             rest: deque[_Request] = deque()
             while self._queue and len(batch) < self.max_batch:
                 req = self._queue.popleft()
-                (batch if req.key == first.key else rest).append(req)
+                (batch if req.key == first.key and req.priority == top else rest).append(req)
             rest.extend(self._queue)
             self._queue = rest
         return [r for r in batch if r.future.set_running_or_notify_cancel()]
 
-    def _loop(self) -> None:
+    def _loop(self, min_priority: int = 0) -> None:
         while True:
-            batch = self._take_batch()
+            batch = self._take_batch(min_priority)
             if not batch:
                 continue
             vectors = torch.stack([r.vector for r in batch])

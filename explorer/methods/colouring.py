@@ -18,12 +18,18 @@ from explorer.core.errors import InputError
 from explorer.core.grid import Grid
 from explorer.core.models import LoadedModel
 from explorer.core.results import InterpretationSet
-from explorer.methods.lenses import token_identity
+from explorer.methods.lenses import TokenIdentity, token_identity
 
 LENS_SCALE = [[0.0, "#f3f4f6"], [0.5, "#93c5fd"], [1.0, "#1e3a8a"]]
 RELEVANCY_SCALE = [[0.0, "#fff7ed"], [0.35, "#fdba74"], [0.7, "#ea580c"], [1.0, "#7c2d12"]]
 RANK_SCALE = [[0.0, "#14532d"], [0.3, "#86efac"], [1.0, "#f9fafb"]]
 HIT_SCALE = [[0.0, "#fee2e2"], [1.0, "#166534"]]
+
+
+def _esc(text: str) -> str:
+    """Escape for Plotly's hover labels: plotly.js decodes &lt; &gt; &amp; but shows &quot; and &#x27;
+    literally, so quotes are left as they are (they cannot open a tag)."""
+    return html.escape(text, quote=False)
 
 
 @dataclass
@@ -47,9 +53,9 @@ def lens_layer(grid: Grid, lm: LoadedModel, cols: list[int], k: int = 5) -> Colo
     for i, layer in enumerate(lens.rows):
         row = []
         for j, col in enumerate(cols):
-            tops = ", ".join(f"{html.escape(repr(tok.decode([int(t)])))} {p:.2f}"
+            tops = ", ".join(f"{_esc(repr(tok.decode([int(t)])))} {p:.2f}"
                              for t, p in zip(lens.ids[i, j], lens.probs[i, j]))
-            row.append(f"<b>layer {layer} · {html.escape(repr(grid.tokens[col]))} (pos {col})</b><br>"
+            row.append(f"<b>layer {layer} · {_esc(repr(grid.tokens[col]))} (pos {col})</b><br>"
                        f"logit lens: {tops}<br>rank of final prediction: {lens.final_rank[i, j]}")
         hover.append(row)
     return ColourLayer("logit-lens confidence", lens.probs[:, :, 0].astype(float), hover, LENS_SCALE,
@@ -67,9 +73,9 @@ def relevancy_layer(grid: Grid, results: InterpretationSet | None, cols: list[in
             continue
         rel = cell.mean_relevancy
         values[cell.layer, j] = rel if rel is not None else 0.0
-        wrapped = "<br>".join(textwrap.wrap(html.escape(cell.interpretation or "(empty)"), 60))
+        wrapped = "<br>".join(textwrap.wrap(_esc(cell.interpretation or "(empty)"), 60))
         score = "pending" if rel is None else f"{rel:.3f}"
-        hover[cell.layer][j] = (f"<b>layer {cell.layer} · {html.escape(repr(cell.token_decoded))} (pos {cell.token})"
+        hover[cell.layer][j] = (f"<b>layer {cell.layer} · {_esc(repr(cell.token_decoded))} (pos {cell.token})"
                                 f"</b><br>{wrapped}<br>relevancy: {score}")
     return ColourLayer("relevancy", values, hover, RELEVANCY_SCALE, 0.0, zmax, "mean relevancy")
 
@@ -80,8 +86,8 @@ def final_rank_layer(grid: Grid, lm: LoadedModel, cols: list[int]) -> ColourLaye
     lens = grid.lens(lm, cols=cols, k=1)
     final = grid.next_token_ids(lm)
     values = np.log10(1 + lens.final_rank.astype(float)) / np.log10(1 + len(tok))
-    hover = [[f"<b>layer {r} · {html.escape(repr(grid.tokens[c]))} (pos {c})</b><br>rank of the final prediction "
-              f"{html.escape(repr(tok.decode([int(final[c])])))}: {lens.final_rank[i, j]}"
+    hover = [[f"<b>layer {r} · {_esc(repr(grid.tokens[c]))} (pos {c})</b><br>rank of the final prediction "
+              f"{_esc(repr(tok.decode([int(final[c])])))}: {lens.final_rank[i, j]}"
               for j, c in enumerate(cols)] for i, r in enumerate(lens.rows)]
     return ColourLayer("final-prediction rank", values, hover, RANK_SCALE, 0.0, 1.0, "log rank (0 = top)")
 
@@ -89,13 +95,20 @@ def final_rank_layer(grid: Grid, lm: LoadedModel, cols: list[int]) -> ColourLaye
 def token_identity_layer(grid: Grid, lm: LoadedModel, cols: list[int]) -> ColourLayer:
     """Does the token-identity Patchscope at each cell name the model's own next token?"""
     tok = lm.tokenizer
-    ti = token_identity(lm, grid, cols=cols)
+    whole = token_identity(lm, grid)  # the whole grid, computed once and kept
+    assert whole is not None  # not stoppable here
+    ti = _cols_of(whole, cols)
     final = grid.next_token_ids(lm)
-    hover = [[f"<b>layer {r} · {html.escape(repr(grid.tokens[c]))} (pos {c})</b><br>token identity reads "
-              f"{html.escape(repr(tok.decode([int(ti.predicted[i, j])])))} ({ti.prob[i, j]:.2f}); the model predicts "
-              f"{html.escape(repr(tok.decode([int(final[c])])))}" for j, c in enumerate(cols)]
+    hover = [[f"<b>layer {r} · {_esc(repr(grid.tokens[c]))} (pos {c})</b><br>token identity reads "
+              f"{_esc(repr(tok.decode([int(ti.predicted[i, j])])))} ({ti.prob[i, j]:.2f}); the model predicts "
+              f"{_esc(repr(tok.decode([int(final[c])])))}" for j, c in enumerate(cols)]
              for i, r in enumerate(ti.rows)]
     return ColourLayer("token identity", ti.hit, hover, HIT_SCALE, 0.0, 1.0, "matches final prediction")
+
+
+def _cols_of(ti: TokenIdentity, cols: list[int]) -> TokenIdentity:
+    j = [ti.cols.index(c) for c in cols]
+    return TokenIdentity(ti.rows, list(cols), ti.predicted[:, j], ti.prob[:, j], ti.hit[:, j])
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,9 @@ The grid's colour modes built on these live in ``explorer.methods.colouring``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,7 +21,7 @@ import torch
 
 from explorer.core.errors import InputError
 from explorer.core.grid import Grid
-from explorer.core.hooks import edit_input, overwrite_positions
+from explorer.core.hooks import MODEL_VARIANT, edit_input, overwrite_positions
 from explorer.core.models import LoadedModel
 from explorer.core.prompts import InterpretationPrompt, Template
 
@@ -70,17 +72,89 @@ class TokenIdentity:
 
 
 def token_identity(lm: LoadedModel, grid: Grid, rows: list[int] | None = None,
-                   cols: list[int] | None = None) -> TokenIdentity:
-    rows = list(range(grid.n_rows)) if rows is None else rows
-    cols = list(range(grid.n_tokens)) if cols is None else cols
+                   cols: list[int] | None = None, *, batch_size: int = 64,
+                   progress: Callable[[int, int], None] | None = None,
+                   should_stop: Callable[[], bool] | None = None) -> TokenIdentity | None:
+    """Token identity for ``rows`` x ``cols`` (default: the whole grid), in batched passes that mix
+    layers (each row of a pass is patched at its own layer).
+
+    The whole grid is computed once per grid and model variant and kept (a redraw reads the
+    cache; a request for part of the grid reads it when it is there). ``progress(done, total)``
+    is called after each pass; ``should_stop`` is polled between passes, and a stopped run
+    returns None (nothing is kept).
+    """
+    full = rows is None and cols is None
+    rows = list(range(grid.n_rows)) if rows is None else [int(r) for r in rows]
+    cols = list(range(grid.n_tokens)) if cols is None else [int(c) for c in cols]
+    cached = _TI_CACHE.get(_ti_key(grid))
+    if cached is not None:
+        return _slice(cached, rows, cols)
+    cells = [(layer, col) for layer in rows for col in cols]
     target = token_identity_ids(lm)
+    preds: list[np.ndarray] = []
+    probs: list[np.ndarray] = []
+    for start in range(0, len(cells), batch_size):
+        if should_stop is not None and should_stop():
+            return None
+        chunk = cells[start:start + batch_size]
+        t, p = _mixed_layer_pass(lm, grid, chunk, target)
+        preds.append(t)
+        probs.append(p)
+        if progress is not None:
+            progress(start + len(chunk), len(cells))
+    pred = np.concatenate(preds).reshape(len(rows), len(cols)).astype(np.int64)
+    prob = np.concatenate(probs).reshape(len(rows), len(cols)).astype(np.float32)
     own = grid.next_token_ids(lm)[cols]
-    pred = np.zeros((len(rows), len(cols)), dtype=np.int64)
-    prob = np.zeros((len(rows), len(cols)), dtype=np.float32)
-    for i, layer in enumerate(rows):
-        t, p = patchscope_next_token(lm, grid.hidden[layer, cols], layer, target)
-        pred[i], prob[i] = t, p
-    return TokenIdentity(rows, cols, pred, prob, (pred == own[None, :]).astype(np.float32))
+    result = TokenIdentity(rows, cols, pred, prob, (pred == own[None, :]).astype(np.float32))
+    if full:
+        _TI_CACHE[_ti_key(grid)] = result
+        while len(_TI_CACHE) > _TI_CACHE_SIZE:
+            _TI_CACHE.popitem(last=False)
+    return result
+
+
+def token_identity_cached(grid: Grid) -> bool:
+    """Whether the whole grid's token identity is already known (for this model variant)."""
+    return _ti_key(grid) in _TI_CACHE
+
+
+_TI_CACHE: OrderedDict[tuple, TokenIdentity] = OrderedDict()
+_TI_CACHE_SIZE = 16  # whole grids: (N+1) x T ints and floats each, small
+
+
+def _ti_key(grid: Grid) -> tuple:
+    return grid.fingerprint(), MODEL_VARIANT.get()
+
+
+def _slice(ti: TokenIdentity, rows: list[int], cols: list[int]) -> TokenIdentity:
+    ri = [ti.rows.index(r) for r in rows]
+    ci = [ti.cols.index(c) for c in cols]
+    sub = np.ix_(ri, ci)
+    return TokenIdentity(rows, cols, ti.predicted[sub], ti.prob[sub], ti.hit[sub])
+
+
+def _mixed_layer_pass(lm: LoadedModel, grid: Grid, cells: list[tuple[int, int]],
+                      target_ids: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """One forward pass of ``target_ids`` per cell, each patched at its own layer's input."""
+    ids = torch.tensor([list(target_ids)], device=lm.device).expand(len(cells), -1)
+    pos = ids.shape[1] - 1
+    by_layer: dict[int, list[int]] = {}
+    for i, (layer, _col) in enumerate(cells):
+        by_layer.setdefault(layer, []).append(i)
+    states = torch.stack([grid.hidden[layer, col] for layer, col in cells]).to(lm.device, lm.dtype)
+
+    def patch(h: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        out = h.clone()
+        out[idx, pos] = states[idx].to(h.dtype)
+        return out
+
+    with torch.inference_mode(), contextlib.ExitStack() as stack:
+        for layer, members in by_layer.items():
+            idx = torch.tensor(members, device=lm.device)
+            stack.enter_context(edit_input(_patch_module(lm, layer), lambda h, i=idx: patch(h, i), variant=None))
+        logits = lm.model(input_ids=ids, logits_to_keep=1).logits[:, -1].float()
+    top = torch.softmax(logits, dim=-1).max(dim=-1)
+    return top.indices.cpu().numpy(), top.values.cpu().numpy()
 
 
 def attribute_prompt(lm: LoadedModel, prompt_target: str) -> InterpretationPrompt:
@@ -93,4 +167,4 @@ def attribute_prompt(lm: LoadedModel, prompt_target: str) -> InterpretationPromp
 
 
 __all__ = ["TOKEN_IDENTITY_PROMPT", "TokenIdentity", "attribute_prompt", "patchscope_next_token", "token_identity",
-           "token_identity_ids"]
+           "token_identity_cached", "token_identity_ids"]

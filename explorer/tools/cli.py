@@ -20,6 +20,7 @@ from explorer.tools.paths import writable_file
 COMMANDS: dict[str, tuple[str, str]] = {
     "interpret": ("explorer.tools.cli", "interpret cells of a prompt's layer x token grid with SelfIE"),
     "bench": ("explorer.tools.bench", "measure interpretation speed against plain generation"),
+    "gridjob": ("explorer.tools.gridjob", "a whole-grid job in the app's path vs the engine's best batch"),
     "evaluate": ("explorer.tools.evaluate", "token-identity and attribute-extraction evaluations by layer"),
     "control": ("explorer.tools.control_cmd", "supervised / reinforcement control and steering from the shell"),
     "control-eval": ("explorer.tools.control_eval", "evaluate supervised and reinforcement control edits"),

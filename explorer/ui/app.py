@@ -25,6 +25,17 @@ CSS = """
 .sx-score, .sx-lens { color: #4b5563; font-size: 0.85rem; margin-top: 0.4em; }
 .sx-chip { display: inline-block; background: #eef2ff; border-radius: 4px; padding: 0 4px; margin: 1px; }
 .sx-empty { color: #6b7280; }
+.sx-list-title { font-weight: 600; margin-bottom: 0.3em; }
+.sx-readings { list-style: none; padding: 0; margin: 0; max-height: 36em; overflow-y: auto; }
+.sx-reading { font-size: 1.08rem; line-height: 1.45; padding: 0.25em 0.3em; border-bottom: 1px solid #f3f4f6; }
+.sx-reading .sx-rlabel { display: inline-block; min-width: 7.5em; color: #374151; font-size: 0.85rem; }
+.sx-reading .sx-rtext span { border-radius: 3px; }
+.sx-reading .sx-rmean { color: #9a3412; margin-left: 0.4em; }
+#sx-job-progress .sx-job { display: flex; align-items: center; gap: 0.6em; font-size: 0.9rem; color: #374151; }
+#sx-job-progress progress { flex: 0 0 40%; height: 0.9em; accent-color: #ea580c; }
+#sx-grid, .sx-details, .sx-readings { font-family: 'Noto Sans', 'DejaVu Sans', 'Noto Sans CJK SC', 'Noto Sans Arabic',
+  'Noto Sans Devanagari', 'Noto Color Emoji', sans-serif; }
+#sx-table th, #sx-table th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; white-space: nowrap; }
 """
 
 INTRO = """# SelfIE Explorer

@@ -83,18 +83,18 @@ def train(registry: ModelRegistry, session: Session, source, set_name, name, pos
     """Generator: (curve, readings, status, concept menu) while capturing states and at the end."""
     ex = registry.get(session.model)
     data = examples(source, set_name, name, positive, negative, file)
-    session.stop_event.clear()
     concept = None
-    run = lambda cb: Concept.train(ex.lm, data, pooling=pooling, progress=cb,  # noqa: E731
-                                   should_stop=session.stop_event.is_set)
-    for kind, value in stream_callbacks(run, context=lambda: session.job_context(ex.lm)):
-        if kind == "step":
-            done, total = value
-            if progress is not None:
-                progress((done, total), desc=f"capturing states {done}/{total}")
-            yield gr.skip(), gr.skip(), f"Training '{data.name}': states of {done}/{total} prompts…", gr.skip()
-        else:
-            concept = value
+    with session.job() as stop:
+        run = lambda cb: Concept.train(ex.lm, data, pooling=pooling, progress=cb,  # noqa: E731
+                                       should_stop=stop.is_set)
+        for kind, value in stream_callbacks(run, context=lambda: session.job_context(ex.lm)):
+            if kind == "step":
+                done, total = value
+                if progress is not None:
+                    progress((done, total), desc=f"capturing states {done}/{total}")
+                yield gr.skip(), gr.skip(), f"Training '{data.name}': states of {done}/{total} prompts…", gr.skip()
+            else:
+                concept = value
     session.concepts[concept.name] = concept
     best = concept.best_layers(3)
     status = (f"Trained **{concept.name}** on {len(data.texts)} prompts × {len(concept.layers)} layers in "
@@ -240,7 +240,7 @@ def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
         yield from train(registry, sess, src, sn, nm, pos, neg, f, pool, progress)
 
     def on_stop(sess: Session) -> None:
-        sess.stop_event.set()
+        sess.stop_jobs()
 
     def on_revert(sess: Session) -> str:
         sess.concept_steer = None

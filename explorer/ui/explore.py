@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 
 from explorer.api import Explorer
@@ -20,13 +19,13 @@ from explorer.core.grid import Grid
 from explorer.core.prompts import PRESETS, Template
 from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
-from explorer.methods import geometry as _geometry  # noqa: F401  registers the geometry colour modes
-from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.control import applied
 from explorer.ui import validate
 from explorer.ui.background import iterate_in_thread
+from explorer.ui.grid_view import figure_for, first_column
+from explorer.ui.readings import JobClock, job_order, progress_html, readings_html, shaded_words
 from explorer.ui.session import ModelRegistry, Session
-from explorer.viz.figure import MAX_COLUMNS, column_window, explore_figure
+from explorer.viz.figure import MAX_COLUMNS, explore_figure
 
 TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy"]
 EXAMPLES = [
@@ -45,6 +44,7 @@ class View:
     details: str
     table: pd.DataFrame
     status: str
+    progress: str = ""  # the job's progress bar (HTML), shown under the buttons that started it
 
 
 def settings_from_ui(ex: Explorer, preset: str, custom_user: str, custom_lead_in: str, n_placeholders,
@@ -78,26 +78,6 @@ def results_table(session: Session) -> pd.DataFrame:
     return frame
 
 
-def figure_for(ex: Explorer, session: Session) -> dict | None:
-    if session.grid is None:
-        return None
-    cols = column_window(session.grid, session.column_start, MAX_COLUMNS)
-    with session.job_context(ex.lm):  # colourings that run the model see the session's edit and steering
-        if session.colour_mode.startswith("concept:"):  # a concept of this session (never a global mode)
-            concept = session.concepts.get(session.colour_mode.partition(":")[2].strip())
-            if concept is None:
-                raise InputError("That concept is no longer in your session: train or load it in the Concepts tab.")
-            base = concept.colour(session.grid, cols)
-        else:
-            base = colour_layer(session.colour_mode, session.grid, ex.lm, cols)
-    if base is None:  # relevancy only: an empty base so the axes still show every cell
-        base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
-                           [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
-    with session.lock:
-        return explore_figure(session.grid, ex.lm, session.results, start=session.column_start, width=MAX_COLUMNS,
-                              selected=session.selected, base=base)
-
-
 def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int | None,
                  cell: CellInterpretation | None, note: str = "") -> str:
     """The details panel: the cell, its reading with per-token relevancy shading, and its lens."""
@@ -112,17 +92,9 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
     if cell is None:
         body = f"<div class='sx-interp sx-pending'>{html.escape(note or 'not interpreted yet')}</div>"
     else:
-        rel = cell.relevancy_score
-        spans = []
-        for i, piece in enumerate(cell.token_texts):
-            r = rel[i] if rel is not None and i < len(rel) else 0.0
-            alpha = min(1.0, r / 0.6)
-            title = f"relevancy {r:.3f}" if rel is not None else "relevancy pending"
-            spans.append(f"<span title='{title}' style='background: rgba(234,88,12,{alpha:.2f})'>"
-                         f"{html.escape(piece)}</span>")
         mean = cell.mean_relevancy
         score = "relevancy pending…" if mean is None else f"mean relevancy {mean:.3f}"
-        body = (f"<div class='sx-interp' data-complete='{int(cell.complete)}'>{''.join(spans) or '(empty)'}</div>"
+        body = (f"<div class='sx-interp' data-complete='{int(cell.complete)}'>{shaded_words(cell)}</div>"
                 f"<div class='sx-score'>{score}{' · cached' if cell.cached else ''}</div>")
     return (f"<div class='sx-details'>{head}{body}<div class='sx-lens'>logit lens: {tops}</div></div>")
 
@@ -142,18 +114,21 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
               "Click a cell to read it.")
     if session.edit is not None:
         status += f" Your control edit ({session.edit.edit_id}) is applied."
-    if grid.n_tokens > MAX_COLUMNS:
-        status += f" Showing tokens {session.column_start}–{min(grid.n_tokens, MAX_COLUMNS) - 1}; page with the slider."
+    start = first_column(ex, session)
+    if grid.n_tokens - start > MAX_COLUMNS:
+        status += f" Showing tokens {start}–{start + MAX_COLUMNS - 1}; move the window with the slider."
     return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session), status)
 
 
 def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple[int, int]],
                     settings: InterpretSettings, *, batch_size: int, focus: tuple[int, int] | None = None,
                     progress: Callable[[int, int, str], None] | None = None, time_limit_s: float = 900,
-                    min_interval_s: float = 0.25) -> Iterator[View]:
+                    min_interval_s: float = 0.25, scope: str | None = None) -> Iterator[View]:
     """Interpret ``cells`` in batches, yielding views as text and then relevancy arrive.
 
-    ``focus`` is the clicked cell: its details panel streams token by token.
+    ``focus`` is the clicked cell: its details panel streams token by token, and its request goes
+    ahead of any whole-grid job's in the shared scheduler. With ``scope`` ("row", "column",
+    "grid") the details panel lists the job's readings in order and a progress bar is yielded.
     """
     ex = registry.get(session.model)
     grid = session.require_grid()
@@ -164,49 +139,70 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
         def should_stop() -> bool:
             return stop.is_set() or time.monotonic() - started > time_limit_s
 
-        yield from iterate_in_thread(
-            lambda: _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
-                                     min_interval_s),
-            context=lambda: session.job_context(ex.lm), on_abandon=stop.set)
+        job = _Job(ex, session, grid, cells, settings, batch_size, focus, scope, progress, should_stop,
+                   min_interval_s)
+        yield from iterate_in_thread(job.run, context=lambda: session.job_context(ex.lm), on_abandon=stop.set)
 
 
-def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tuple[int, int]],
-                     settings: InterpretSettings, batch_size: int, focus: tuple[int, int] | None,
-                     progress: Callable[[int, int, str], None] | None, should_stop: Callable[[], bool],
-                     min_interval_s: float) -> Iterator[View]:
-    total = len(set(cells))
-    done: set[tuple[int, int]] = set()
-    last_yield = 0.0
-    stream = focus is not None and len(cells) == 1
-    for cell in ex.iter_interpret(grid, cells, settings=settings, batch_size=batch_size, stream_tokens=stream,
-                                  should_stop=should_stop):
-        if session.grid is not grid:
-            return  # the user ran another prompt meanwhile
-        if not cell.partial:
-            with session.lock:
-                if session.results is not None:
-                    session.results.add(cell)
-        if cell.complete:
-            done.add((cell.layer, cell.token))
-        if progress is not None:
-            progress(len(done), total, f"{len(done)}/{total} cells")
-        now = time.monotonic()
-        is_focus = focus == (cell.layer, cell.token)
-        if not is_focus and now - last_yield < min_interval_s:
-            continue
-        last_yield = now
-        fl, ft = focus if focus is not None else (cell.layer, cell.token)
-        shown = cell if (cell.layer, cell.token) == (fl, ft) else (
-            session.results.get(fl, ft) if session.results else None)
-        yield View(None if cell.partial else figure_for(ex, session),
-                   details_html(ex, grid, fl, ft, shown, note="interpreting…"),
-                   None if cell.partial else results_table(session),  # type: ignore[arg-type]
-                   _status(len(done), total, should_stop()))
-    stopped = should_stop()
-    fl, ft = focus if focus is not None else (session.selected or (None, None))
-    shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-    yield View(figure_for(ex, session), details_html(ex, grid, fl, ft, shown), results_table(session),
-               _status(len(done), total, stopped, final=True))
+@dataclass
+class _Job:
+    """One interpretation job's loop (runs in a worker thread; see ``interpret_cells``)."""
+
+    ex: Explorer
+    session: Session
+    grid: Grid
+    cells: list[tuple[int, int]]
+    settings: InterpretSettings
+    batch_size: int
+    focus: tuple[int, int] | None
+    scope: str | None
+    progress: Callable[[int, int, str], None] | None
+    should_stop: Callable[[], bool]
+    min_interval_s: float
+
+    def details(self, shown_cell: CellInterpretation | None = None, note: str = "") -> str:
+        if self.scope is not None:
+            return readings_html(self.grid, self.cells, self.session.results, self.scope)
+        fl, ft = self.focus if self.focus is not None else (self.session.selected or (None, None))
+        if shown_cell is None and self.session.results is not None and fl is not None:
+            shown_cell = self.session.results.get(fl, ft)
+        return details_html(self.ex, self.grid, fl, ft, shown_cell, note=note)
+
+    def run(self) -> Iterator[View]:
+        session, grid = self.session, self.grid
+        clock = JobClock(len(set(self.cells)))
+        done: set[tuple[int, int]] = set()
+        last_yield = 0.0
+        stream = self.focus is not None and len(self.cells) == 1
+        for cell in self.ex.iter_interpret(grid, self.cells, settings=self.settings, batch_size=self.batch_size,
+                                           stream_tokens=stream, should_stop=self.should_stop,
+                                           priority=1 if stream else 0):
+            if session.grid is not grid:
+                return  # the user ran another prompt meanwhile
+            if not cell.partial:
+                with session.lock:
+                    if session.results is not None:
+                        session.results.add(cell)
+            if cell.complete and (cell.layer, cell.token) not in done:
+                done.add((cell.layer, cell.token))
+                clock.done += 1
+                clock.cached += int(cell.cached)
+            if self.progress is not None:
+                self.progress(len(done), clock.total, f"{len(done)}/{clock.total} cells")
+            now = time.monotonic()
+            is_focus = self.focus == (cell.layer, cell.token)
+            if not is_focus and now - last_yield < self.min_interval_s:
+                continue
+            last_yield = now
+            shown = cell if is_focus else None
+            yield View(None if cell.partial else figure_for(self.ex, session),
+                       self.details(shown, note="interpreting…"),
+                       None if cell.partial else results_table(session),  # type: ignore[arg-type]
+                       _status(len(done), clock.total, self.should_stop()), progress_html(clock))
+        stopped = self.should_stop()
+        yield View(figure_for(self.ex, session), self.details(), results_table(session),
+                   _status(len(done), clock.total, stopped, final=True),
+                   progress_html(clock, "stopped" if stopped else "done"))
 
 
 def settled_view(registry: ModelRegistry, session: Session) -> View | None:
@@ -218,9 +214,14 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     if session.active_jobs > 0 or session.grid is None:
         return None
     ex = registry.get(session.model)
-    fl, ft = session.selected or (None, None)
-    shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-    return View(figure_for(ex, session), details_html(ex, session.grid, fl, ft, shown), results_table(session), "")
+    if session.reading_list is not None:
+        scope, cells = session.reading_list
+        details = readings_html(session.grid, cells, session.results, scope)
+    else:
+        fl, ft = session.selected or (None, None)
+        shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
+        details = details_html(ex, session.grid, fl, ft, shown)
+    return View(figure_for(ex, session), details, results_table(session), "")
 
 
 def _status(done: int, total: int, stopped: bool, final: bool = False) -> str:
@@ -232,7 +233,8 @@ def _status(done: int, total: int, stopped: bool, final: bool = False) -> str:
 
 
 def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_cells: int) -> list[tuple[int, int]]:
-    """The cells of the selected row, the selected column, or the whole grid (capped)."""
+    """The cells of the selected row, the selected column, or the whole grid (capped), in the order
+    they are read: content tokens and middle layers first (``job_order``)."""
     if scope in ("row", "column") and selected is None:
         raise InputError(f"Select a cell first: its {scope} is the one interpreted.")
     if scope == "row":
@@ -245,7 +247,7 @@ def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_ce
         raise InputError(f"Unknown scope '{scope}'.")
     if len(cells) > max_cells:
         raise InputError(f"That is {len(cells)} cells; this server interprets at most {max_cells} per job.")
-    return cells
+    return job_order(grid, cells)
 
 
 def snapshot(session: Session):

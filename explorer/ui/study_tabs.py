@@ -190,7 +190,9 @@ def build_cross_tab(registry: ModelRegistry, session: gr.State, user_error) -> N
                              value=registry.config.default_model, label="Reader model",
                              allow_custom_value=registry.config.allow_any_model)
         source_layer = gr.Number(10, precision=0, label="Source layer (your grid)")
-        reader_layer = gr.Textbox("", label="Reader layer (empty: same relative depth)")
+        # Default: a later layer of the same model (the same layer would map a state onto itself).
+        reader_layer = gr.Textbox("14", label="Reader layer (empty: same relative depth)",
+                                  info="source layer 10 read at layer 14: what four more blocks make of it")
         tokens = gr.Textbox("", label="Token positions (empty: the whole row)", elem_id="sx-cross-tokens")
         max_new = gr.Slider(4, 32, value=12, step=1, label="Max new tokens")
     run = gr.Button("Fit the map and read", variant="primary", elem_id="sx-cross-run")

@@ -19,19 +19,31 @@ from explorer.core.models import LoadedModel
 from explorer.core.results import InterpretationSet
 from explorer.methods.colouring import ColourLayer, lens_layer, relevancy_layer
 
-MAX_COLUMNS = 64
+# Columns drawn at once: the figure is as wide as the page or ``MIN_COLUMN_PX`` per column,
+# whichever is wider, and scrolls sideways; a longer prompt shows a window of this many tokens.
+MAX_COLUMNS = 256
+MIN_COLUMN_PX = 22  # a vertical tick label (12 px font) plus a gap: labels never overlap
+MAX_LABEL_CHARS = 14
+# Fonts with glyphs for non-Latin scripts and emoji (Debian: fonts-noto-core, fonts-noto-color-emoji).
+FONT_STACK = ("'Noto Sans', 'DejaVu Sans', 'Noto Sans CJK SC', 'Noto Sans Arabic', 'Noto Sans Devanagari', "
+              "'Noto Color Emoji', sans-serif")
 
 
 def token_label(text: str, special: bool) -> str:
     shown = text.replace("\n", "\\n").replace("\t", "\\t")
     if shown.strip() == "":
         shown = repr(shown)[1:-1] or "∅"
+    if len(shown) > MAX_LABEL_CHARS:
+        shown = shown[:MAX_LABEL_CHARS - 1] + "…"
     return f"⟨{shown}⟩" if special else shown
 
 
-def column_window(grid: Grid, start: int = 0, width: int = MAX_COLUMNS) -> list[int]:
-    """The columns shown: long prompts are paged ``width`` tokens at a time."""
-    start = max(0, min(int(start), max(0, grid.n_tokens - 1)))
+def column_window(grid: Grid, start: int = 0, width: int = MAX_COLUMNS, floor: int = 0) -> list[int]:
+    """The columns shown: ``width`` tokens from ``start``, the window slid back (not before
+    ``floor``) so that it is full when the prompt is long enough: no page holds the last token alone."""
+    width = max(1, int(width))
+    floor = max(0, min(int(floor), grid.n_tokens - 1))
+    start = max(floor, min(int(start), grid.n_tokens - width))
     return list(range(start, min(grid.n_tokens, start + width)))
 
 
@@ -41,7 +53,8 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
     rows = list(range(grid.n_rows))
     ticktext = [token_label(grid.tokens[c], grid.special[c]) for c in cols]
     traces = []
-    for layer, show_scale, x_bar in ((base, True, 1.02), (overlay, True, 1.12)):
+    # Colour bars sit side by side right of the plot; the browser places them in pixels (grid_plot).
+    for layer, show_scale, x_bar in ((base, True, 1.01), (overlay, True, 1.08)):
         if layer is None:
             continue
         z = np.where(np.isnan(layer.values), None, np.round(layer.values, 4)).tolist()
@@ -50,8 +63,8 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
             "zmin": layer.zmin, "zmax": layer.zmax, "colorscale": layer.colorscale,
             "text": layer.hover, "hovertemplate": "%{text}<extra></extra>", "xgap": 1, "ygap": 1,
             "showscale": show_scale, "hoverongaps": False,
-            "colorbar": {"title": {"text": layer.colorbar_title, "side": "right"}, "x": x_bar, "len": 0.9,
-                         "thickness": 12},
+            "colorbar": {"title": {"text": layer.colorbar_title, "side": "right"}, "x": x_bar, "xanchor": "left",
+                         "len": 0.9, "thickness": 12},
         })
     shapes = []
     if selected is not None and selected[1] in cols:
@@ -62,8 +75,8 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
     layout = {
         "title": {"text": title, "x": 0.01, "font": {"size": 14}},
         "height": fig_height,
-        "margin": {"l": 70, "r": 150, "t": 40 if title else 16, "b": 90},
-        "xaxis": {"tickmode": "array", "tickvals": cols, "ticktext": ticktext, "tickangle": -45,
+        "margin": {"l": 70, "r": 190, "t": 40 if title else 16, "b": 90},
+        "xaxis": {"tickmode": "array", "tickvals": cols, "ticktext": ticktext, "tickangle": -45, "automargin": True,
                   "title": {"text": "token (position)"}, "range": [cols[0] - 0.5, cols[-1] + 0.5] if cols else None},
         "yaxis": {"title": {"text": "layer (0 = embeddings)"}, "tickmode": "array",
                   "tickvals": rows[::max(1, len(rows) // 16)], "range": [-0.5, grid.n_rows - 0.5]},
@@ -72,15 +85,19 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
         "hoverlabel": {"align": "left"},
         "plot_bgcolor": "#ffffff",
         "clickmode": "event",
+        "font": {"family": FONT_STACK},
+        # Read by the browser to size the figure: at least this many px per column (then it scrolls).
+        "meta": {"sx_min_col_px": MIN_COLUMN_PX, "sx_n_cols": len(cols)},
     }
     return {"data": traces, "layout": layout}
 
 
 def explore_figure(grid: Grid, lm: LoadedModel, results: InterpretationSet | None, *, start: int = 0,
                    width: int = MAX_COLUMNS, selected: tuple[int, int] | None = None,
-                   base: ColourLayer | None = None) -> dict:
-    """The Explore tab's figure: lens base layer + relevancy overlay for a window of columns."""
-    cols = column_window(grid, start, width)
+                   base: ColourLayer | None = None, floor: int = 0) -> dict:
+    """The Explore tab's figure: lens base layer + relevancy overlay for a window of columns
+    (``start``, ``width``, ``floor``: see ``column_window``)."""
+    cols = column_window(grid, start, width, floor)
     base = base if base is not None else lens_layer(grid, lm, cols)
     overlay = relevancy_layer(grid, results, cols)
     return grid_figure(grid, base, overlay, cols, selected=selected)

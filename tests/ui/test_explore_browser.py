@@ -114,6 +114,8 @@ def test_colour_mode_switch_redraws_the_grid(page):
     rev = revision(page)
     page.click("#sx-colour input")
     page.locator("ul[role=listbox] li", has_text="token identity").first.click()
+    # Token identity is computed once per grid, with its progress under the grid's buttons.
+    page.wait_for_selector("#sx-job-progress .sx-job[data-state=done]", timeout=600_000)
     grid_ready(page, rev)
     data = page.evaluate("() => document.querySelector('#sx-grid .sx-plot').data[0]")
     assert data["name"] == "token identity"

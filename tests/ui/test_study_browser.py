@@ -22,7 +22,7 @@ def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     page.click("#sx-cross-run")
     page.wait_for_function("() => document.querySelector('#sx-cross-summary').innerText.includes('held-out')",
                            timeout=120_000)
-    assert "layer 10 of default to layer 10 of default" in page.inner_text("#sx-cross-summary")
+    assert "layer 10 of default to layer 14 of default" in page.inner_text("#sx-cross-summary")
     rows = page.evaluate("() => Number(document.querySelector('#sx-cross-table [role=grid]')"
                          ".getAttribute('aria-rowcount')) - 1")
     assert rows == 2
