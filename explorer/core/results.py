@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 COMPAT_COLUMNS = ["prompt", "interpretation", "layer", "token", "token_decoded", "relevancy_score"]
+# Per-reading settings carried on every exported row (names of ``InterpretSettings.to_dict``).
+SETTING_COLUMNS = ["template", "template_user", "template_lead_in", "n_placeholders", "k", "max_new_tokens",
+                   "strength"]
 
 
 @dataclass
@@ -37,6 +40,8 @@ class CellInterpretation:
     relevancy_score: list[float] | None = None
     cached: bool = False
     partial: bool = False  # a token-by-token snapshot while decoding
+    variant: str | None = None  # the edit id / model variant active when the reading was made (None: stock)
+    settings: dict | None = None  # what made it: template name and text, K, k, max new tokens, strength
 
     @property
     def mean_relevancy(self) -> float | None:
@@ -60,7 +65,10 @@ class CellInterpretation:
             "mean_relevancy": None if self.mean_relevancy is None else round(self.mean_relevancy, 6),
             "token_texts": list(self.token_texts),
             "generated_ids": list(self.generated_ids),
+            "edit_id": self.variant,
         }
+        for key in SETTING_COLUMNS:
+            rec[key] = (self.settings or {}).get(key)
         return rec
 
     def nbytes(self) -> int:
@@ -94,7 +102,7 @@ class InterpretationSet:
     def to_frame(self, compat: bool = False) -> pd.DataFrame:
         """All columns, or with ``compat=True`` exactly the original ``interpret()`` columns."""
         frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, "mean_relevancy", "token_texts",
-                                                      "generated_ids"])
+                                                      "generated_ids", "edit_id", *SETTING_COLUMNS])
         if compat:
             return frame[COMPAT_COLUMNS]
         return frame
@@ -103,8 +111,9 @@ class InterpretationSet:
         frame = self.to_frame()
         for col in ("relevancy_score", "token_texts", "generated_ids"):
             frame[col] = frame[col].map(lambda v: json.dumps(v) if v is not None else "")
-        for key, value in self.provenance.items():
-            frame[key] = "" if value is None else str(value)
+        for key, value in public_provenance(self.provenance).items():
+            if key not in frame.columns:  # a row's own edit id and settings win over the grid's
+                frame[key] = "" if value is None else str(value)
         text = frame.to_csv(index=False)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -113,7 +122,7 @@ class InterpretationSet:
     def to_json(self, path: str | Path | None = None, *, with_provenance: bool = False) -> str:
         """A list of records; ``with_provenance`` wraps it as ``{"provenance": ..., "results": [...]}``."""
         recs = self.records()
-        payload = {"provenance": self.provenance, "results": recs} if with_provenance else recs
+        payload = {"provenance": public_provenance(self.provenance), "results": recs} if with_provenance else recs
         text = json.dumps(payload, ensure_ascii=False, indent=1, default=_json_default)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -132,9 +141,26 @@ class InterpretationSet:
                 layer=int(r["layer"]), token=int(r["token"]), token_decoded=r["token_decoded"],
                 interpretation=r["interpretation"], generated_ids=list(r.get("generated_ids", [])),
                 token_texts=list(r.get("token_texts", [])), p_with=[],
-                relevancy_score=r.get("relevancy_score"),
+                relevancy_score=r.get("relevancy_score"), variant=r.get("edit_id"),
+                settings={k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None} or None,
             ))
         return out
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/") \
+        or value.startswith(("./", "../"))
+
+
+def public_provenance(provenance: dict) -> dict:
+    """Provenance fit to leave the server: file-system paths (a model's cache folder, a local
+    .gguf) are cut to their last component, so an export never reveals the server's layout."""
+    out = {}
+    for key, value in provenance.items():
+        if isinstance(value, str) and _looks_like_path(value):
+            value = Path(value.replace("\\", "/")).name or None
+        out[key] = value
+    return out
 
 
 def _json_default(o):

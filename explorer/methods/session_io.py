@@ -13,10 +13,11 @@ import time
 from dataclasses import dataclass, field
 
 from explorer.core.errors import InputError
-from explorer.core.results import InterpretationSet
+from explorer.core.results import InterpretationSet, public_provenance
 from explorer.core.version import __version__
 
 FORMAT = "selfie-explorer-session/1"
+EXTRA_KEYS = ("gallery",)  # optional top-level keys kept through import and export
 
 
 @dataclass
@@ -30,6 +31,7 @@ class SessionSnapshot:
     results: InterpretationSet | None = None
     edit: dict | None = None
     provenance: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other top-level keys of the file (a gallery entry's text)
 
 
 def export_session(snap: SessionSnapshot) -> str:
@@ -37,14 +39,16 @@ def export_session(snap: SessionSnapshot) -> str:
         "format": FORMAT,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "explorer_version": __version__,
-        "model": snap.model,
+        "model": public_provenance({"model": snap.model})["model"],
         "prompt": snap.prompt,
         "chat": snap.chat,
         "settings": snap.settings,
-        "provenance": snap.provenance,
+        "provenance": public_provenance(snap.provenance),
         "edit": snap.edit,
         "results": json.loads(snap.results.to_json()) if snap.results is not None else [],
     }
+    if snap.extra:
+        payload.update({k: v for k, v in snap.extra.items() if k not in payload})
     return json.dumps(payload, ensure_ascii=False, indent=1, default=str)
 
 
@@ -63,7 +67,8 @@ def import_session(text: str) -> SessionSnapshot:
     results.prompt = data["prompt"]
     return SessionSnapshot(model=data["model"], prompt=data["prompt"], chat=bool(data.get("chat")),
                            settings=dict(data.get("settings") or {}), results=results, edit=data.get("edit"),
-                           provenance=dict(data.get("provenance") or {}))
+                           provenance=dict(data.get("provenance") or {}),
+                           extra={k: v for k, v in data.items() if k in EXTRA_KEYS})
 
 
 _SETTING_NAMES = ("template", "n_placeholders", "k", "max_new_tokens", "strength", "batch_size")

@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "control-eval": ("explorer.tools.control_eval", "evaluate supervised and reinforcement control edits"),
     "crossmodel": ("explorer.tools.crossmodel_cmd", "fit affine maps between layers or models and print their held-out R²"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
+    "gallery": ("explorer.tools.gallery_cmd", "build the gallery of worked examples by running the model, or list it"),
     "serve": ("explorer.tools.cli", "launch the web app"),
 }
 

@@ -14,7 +14,6 @@ from explorer.ui import explore
 from explorer.ui.control_tab import run_supervised
 from explorer.ui.errors import friendly
 from explorer.ui.explore_tab import ExploreHandlers
-from explorer.ui.gpu import gpu
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 
 
@@ -58,8 +57,8 @@ def build_api_endpoints(registry: ModelRegistry, session: gr.State, config: AppC
         return {"edit_id": None}
 
     api_btn = gr.Button(visible=False)
-    api_btn.click(gpu(friendly(api_interpret)), [session, api_cells, api_template, api_max_new, api_batch], [api_json],
+    api_btn.click(friendly(api_interpret), [session, api_cells, api_template, api_max_new, api_batch], [api_json],
                   api_name="interpret", concurrency_limit=8, concurrency_id="click")
-    api_btn.click(gpu(friendly(api_supervised)), [session, api_layer, api_token, api_concept, api_steps], [api_json],
+    api_btn.click(friendly(api_supervised), [session, api_layer, api_token, api_concept, api_steps], [api_json],
                   api_name="supervised", concurrency_id="control", concurrency_limit=2)
     api_btn.click(api_revert, [session], [api_json], api_name="revert")

@@ -6,10 +6,12 @@ import os
 
 import gradio as gr
 
+from explorer.ui import classroom
 from explorer.ui.api_endpoints import build_api_endpoints
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
 from explorer.ui.explore_tab import build_explore_tab
+from explorer.ui.gallery_tab import build_gallery_row, wire_gallery
 from explorer.ui.guard import app_kwargs
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
@@ -23,7 +25,7 @@ CSS = """
 .sx-score, .sx-lens { color: #4b5563; font-size: 0.85rem; margin-top: 0.4em; }
 .sx-chip { display: inline-block; background: #eef2ff; border-radius: 4px; padding: 0 4px; margin: 1px; }
 .sx-empty { color: #6b7280; }
-"""
+""" + classroom.CSS
 
 INTRO = """# SelfIE Explorer
 Type a prompt and press **Run**: the grid shows every hidden state of the model, one row per layer
@@ -47,10 +49,14 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
     with gr.Blocks(title="SelfIE Explorer") as demo:
         session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
         gr.Markdown(INTRO)
+        banner, _projector = classroom.build_header()
         with gr.Tab("Explore", id="explore"):
-            build_explore_tab(registry, session, config)
+            gallery_row = build_gallery_row()
+            explore = build_explore_tab(registry, session, config)
         with gr.Tab("Control", id="control"):
-            build_control_tab(registry, session, user_error)
+            control_status = build_control_tab(registry, session, user_error)
+        classroom.wire_edits(registry, session, banner, control_status, explore)
+        wire_gallery(gallery_row, explore, registry, session, demo, banner, control_status)
         with gr.Tab("Compare", id="compare"):
             build_compare_tab(registry, session, user_error)
         with gr.Tab("Cross-model", id="cross"):

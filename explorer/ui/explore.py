@@ -6,6 +6,7 @@ panel, the results table and a status line.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from collections.abc import Callable, Iterator
@@ -22,11 +23,12 @@ from explorer.core.results import CellInterpretation
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.control import applied
+from explorer.ui import edits
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.session import ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS, column_window, explore_figure
 
-TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy"]
+TABLE_COLUMNS = edits.TABLE_COLUMNS
 EXAMPLES = [
     ["The Eiffel Tower is in the city of"],
     ["If Alice is older than Bob, and Bob is older than Carol, then the oldest of the three is"],
@@ -80,11 +82,7 @@ def _as_float(value) -> float:
 
 
 def results_table(session: Session) -> pd.DataFrame:
-    if session.results is None or not session.results.cells:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
-    frame = session.results.to_frame()[TABLE_COLUMNS].copy()
-    frame["mean_relevancy"] = frame["mean_relevancy"].map(lambda v: None if v is None else round(float(v), 3))
-    return frame
+    return edits.results_frame(session)
 
 
 def figure_for(ex: Explorer, session: Session) -> dict | None:
@@ -96,12 +94,13 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
     with session.lock:
-        return explore_figure(session.grid, ex.lm, session.results, start=session.column_start, width=MAX_COLUMNS,
+        return explore_figure(session.grid, ex.lm, edits.current_results(session), start=session.column_start,
+                              width=MAX_COLUMNS,
                               selected=session.selected, base=base)
 
 
 def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int | None,
-                 cell: CellInterpretation | None, note: str = "") -> str:
+                 cell: CellInterpretation | None, note: str = "", stale: str = "") -> str:
     """The details panel: the cell, its reading with per-token relevancy shading, and its lens."""
     if grid is None or layer is None or token is None:
         return "<div class='sx-details sx-empty'>Run a prompt, then click a cell of the grid.</div>"
@@ -124,8 +123,11 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
                          f"{html.escape(piece)}</span>")
         mean = cell.mean_relevancy
         score = "relevancy pending…" if mean is None else f"mean relevancy {mean:.3f}"
-        body = (f"<div class='sx-interp' data-complete='{int(cell.complete)}'>{''.join(spans) or '(empty)'}</div>"
+        body = (f"<div class='sx-interp{' sx-stale' if stale else ''}' data-complete='{int(cell.complete)}' "
+                f"data-variant='{html.escape(cell.variant or '')}'>{''.join(spans) or '(empty)'}</div>"
                 f"<div class='sx-score'>{score}{' · cached' if cell.cached else ''}</div>")
+        if stale:
+            body += f"<div class='sx-stale-note'>{html.escape(stale)}</div>"
     return (f"<div class='sx-details'>{head}{body}<div class='sx-lens'>logit lens: {tops}</div></div>")
 
 
@@ -162,6 +164,7 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
         grid.check_cell(layer, token)
     session.stop_event.clear()
     started = time.monotonic()
+    tag = {"variant": edits.current_variant(session), "settings": settings.to_dict()}
 
     def should_stop() -> bool:
         return session.stop_event.is_set() or time.monotonic() - started > time_limit_s
@@ -171,7 +174,7 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
     try:
         yield from iterate_in_thread(
             lambda: _interpret_cells(ex, session, grid, cells, settings, batch_size, focus, progress, should_stop,
-                                     min_interval_s),
+                                     min_interval_s, tag),
             context=lambda: session.job_context(ex.lm), on_abandon=session.stop_event.set)
     finally:
         with session.lock:
@@ -181,7 +184,7 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
 def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tuple[int, int]],
                      settings: InterpretSettings, batch_size: int, focus: tuple[int, int] | None,
                      progress: Callable[[int, int, str], None] | None, should_stop: Callable[[], bool],
-                     min_interval_s: float) -> Iterator[View]:
+                     min_interval_s: float, tag: dict | None = None) -> Iterator[View]:
     total = len(set(cells))
     done: set[tuple[int, int]] = set()
     last_yield = 0.0
@@ -190,6 +193,7 @@ def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tup
                                   should_stop=should_stop):
         if session.grid is not grid:
             return  # the user ran another prompt meanwhile
+        cell = dataclasses.replace(cell, **(tag or {}))  # which edit and settings made this reading
         if not cell.partial:
             with session.lock:
                 if session.results is not None:
@@ -207,13 +211,14 @@ def _interpret_cells(ex: Explorer, session: Session, grid: Grid, cells: list[tup
         shown = cell if (cell.layer, cell.token) == (fl, ft) else (
             session.results.get(fl, ft) if session.results else None)
         yield View(None if cell.partial else figure_for(ex, session),
-                   details_html(ex, grid, fl, ft, shown, note="interpreting…"),
+                   details_html(ex, grid, fl, ft, shown, note="interpreting…", stale=edits.stale_note(session, shown)),
                    None if cell.partial else results_table(session),  # type: ignore[arg-type]
                    _status(len(done), total, should_stop()))
     stopped = session.stop_event.is_set()
     fl, ft = focus if focus is not None else (session.selected or (None, None))
     shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-    yield View(figure_for(ex, session), details_html(ex, grid, fl, ft, shown), results_table(session),
+    yield View(figure_for(ex, session), details_html(ex, grid, fl, ft, shown, stale=edits.stale_note(session, shown)),
+               results_table(session),
                _status(len(done), total, stopped, final=True))
 
 
@@ -228,7 +233,9 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     ex = registry.get(session.model)
     fl, ft = session.selected or (None, None)
     shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-    return View(figure_for(ex, session), details_html(ex, session.grid, fl, ft, shown), results_table(session), "")
+    note = edits.stale_note(session, shown)
+    return View(figure_for(ex, session), details_html(ex, session.grid, fl, ft, shown, stale=note),
+                results_table(session), "")
 
 
 def _status(done: int, total: int, stopped: bool, final: bool = False) -> str:

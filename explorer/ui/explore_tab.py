@@ -11,12 +11,12 @@ from pathlib import Path
 
 import gradio as gr
 
+from explorer.core.errors import ExplorerError
 from explorer.core.prompts import PRESETS
 from explorer.methods.colouring import COLOUR_MODES, colour_choices
 from explorer.methods.session_io import copy_as_python, export_session
 from explorer.ui import explore
 from explorer.ui.errors import friendly
-from explorer.ui.gpu import gpu
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS
@@ -58,6 +58,7 @@ class ExploreWidgets:
     import_file: gr.UploadButton
     py_btn: gr.Button
     py_code: gr.Code
+    import_evt: object = None  # the import's event, for follow-ups (the edit banner, the prompt box)
 
     @property
     def settings_inputs(self) -> list:
@@ -88,11 +89,14 @@ def _layout_inputs(config: AppConfig) -> dict:
     with gr.Accordion("Interpretation settings", open=False):
         with gr.Row():
             w["preset"] = gr.Dropdown([*PRESETS, "custom"], value="refers_to", label="Template")
-            w["n_placeholders"] = gr.Slider(1, 16, value=5, step=1, label="Placeholders K")
-            w["k"] = gr.Slider(0, 29, value=1, step=1, label="Injection layer k")
+            w["n_placeholders"] = gr.Slider(1, 16, value=5, step=1, label="Placeholders K",
+                                          info="K: how many copies of the state are written into the question")
+            w["k"] = gr.Slider(0, 29, value=1, step=1, label="Injection layer k",
+                                 info="k: the layer where the model reads them back (not the grid's row)")
             w["max_new"] = gr.Slider(4, 64, value=20, step=1, label="Max new tokens")
             w["batch"] = gr.Slider(1, 64, value=16, step=1, label="Batch size")
-            w["strength"] = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Strength")
+            w["strength"] = gr.Slider(0.1, 1.0, value=1.0, step=0.05, label="Strength",
+                                    info="how much of the state replaces the placeholder (1 = all of it)")
         with gr.Row():
             w["custom_user"] = gr.Textbox(label="Custom template (user turn, {X} = the state)",
                                           value="What does this refer to: {X} ? Answer in a few words.")
@@ -155,11 +159,15 @@ class ExploreHandlers:
 
     def on_load(self, model_spec: str, sess: Session, progress=gr.Progress()):
         progress(0.1, desc=f"loading {model_spec}")
-        ex = self.registry.get(model_spec)
+        try:
+            ex = self.registry.get(model_spec)
+        except ExplorerError as e:  # keep the picker on the model that works, so Run keeps working
+            gr.Warning(str(e))
+            return (f"{e} Still using **{sess.model}**.", gr.skip(), gr.update(value=sess.model))
         sess.model = model_spec
         n = ex.lm.n_layers
         return (f"Loaded **{ex.lm.model_id}**: {n} blocks, hidden size {ex.lm.hidden_size}, "
-                f"{ex.lm.dtype}, {ex.lm.device}.", gr.update(maximum=n - 1, value=min(1, n - 1)))
+                f"{ex.lm.dtype}, {ex.lm.device}.", gr.update(maximum=n - 1, value=min(1, n - 1)), gr.skip())
 
     def on_run(self, model_spec: str, text: str, wrap: bool, sess: Session, request: gr.Request):
         self.registry.bind(getattr(request, "session_hash", None), sess)
@@ -241,25 +249,25 @@ class ExploreHandlers:
 
 def _wire(w: ExploreWidgets, h: ExploreHandlers, session: gr.State) -> None:
     """Connect the widgets' events to the handlers (queues and concurrency limits set here)."""
-    w.load_btn.click(friendly(h.on_load), [w.model, session], [w.status, w.k], concurrency_limit=1,
+    w.load_btn.click(friendly(h.on_load), [w.model, session], [w.status, w.k, w.model], concurrency_limit=1,
                      concurrency_id="load")
-    run_evt = dict(fn=gpu(friendly(h.on_run)), inputs=[w.model, w.prompt, w.chat, session],
+    run_evt = dict(fn=friendly(h.on_run), inputs=[w.model, w.prompt, w.chat, session],
                    outputs=[w.grid_plot, w.details, w.table, w.status, w.page], concurrency_limit=4,
                    concurrency_id="run")
     w.run_btn.click(**run_evt, api_name="run")
     w.prompt.submit(**run_evt, api_visibility="private")
     settle = dict(fn=friendly(h.on_settle), inputs=[session], outputs=[w.grid_plot, w.details, w.table], queue=False)
-    w.grid_plot.select(gpu(friendly(h.on_click)), [session, w.batch, *w.settings_inputs], w.interp_outputs,
+    w.grid_plot.select(friendly(h.on_click), [session, w.batch, *w.settings_inputs], w.interp_outputs,
                        concurrency_limit=8, concurrency_id="click", trigger_mode="multiple").then(**settle)
     for btn, scope in ((w.row_btn, "row"), (w.col_btn, "column"), (w.all_btn, "grid")):
-        btn.click(gpu(h.on_scope(scope)), [session, w.batch, *w.settings_inputs], w.interp_outputs,
+        btn.click(h.on_scope(scope), [session, w.batch, *w.settings_inputs], w.interp_outputs,
                   concurrency_limit=4, concurrency_id="scope").then(**settle)
     w.stop_btn.click(h.on_stop, [session], [w.status], queue=False)
     w.page.release(friendly(h.on_page), [w.page, session], [w.grid_plot])
     w.export_btn.click(friendly(h.on_export), [session], [w.csv_file, w.json_file, w.html_file])
     w.colour.change(friendly(h.on_colour), [w.colour, session], [w.grid_plot], concurrency_id="run")
     w.share_btn.click(friendly(h.on_share), [session], [w.share_file])
-    w.import_file.upload(friendly(h.on_import), [session, w.import_file], w.interp_outputs)
+    w.import_evt = w.import_file.upload(friendly(h.on_import), [session, w.import_file], w.interp_outputs)
     w.py_btn.click(friendly(h.on_python), [session], [w.py_code])
 
 

@@ -24,6 +24,7 @@ from explorer.core.models import DEFAULT_MODEL
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
+from explorer.ui import zerogpu
 
 MODEL_PRESETS = [
     DEFAULT_MODEL,
@@ -99,6 +100,9 @@ class ModelRegistry:
                 ex.interpreter.max_batch = self.config.max_batch
                 ex.interpreter.results = ByteLRU(self.config.cache_mb * 2**20, lambda c: c.nbytes(),
                                                  self.config.session_cache_mb * 2**20)
+                zerogpu.register(spec, ex.lm)
+                if zerogpu.enabled():  # only pure computations cross into the GPU worker
+                    zerogpu.route_through_gpu(ex, spec)
                 ex.interpreter.enable_batching()
                 self._explorers[spec] = ex
             return ex
@@ -154,12 +158,20 @@ class Session:
     column_start: int = 0
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
+    edit_since: float | None = None  # when the current edit was applied (set whenever ``edit`` changes)
     edit: object | None = None  # explorer.methods.control.Edit
     active_jobs: int = 0  # interpretation jobs running now (clicks may overlap a row job)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     stop_event: threading.Event = field(default_factory=threading.Event, repr=False)
     lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    def __setattr__(self, name: str, value) -> None:
+        # Every tab assigns ``session.edit`` directly: stamp the time here so the banner can say since when.
+        if name == "edit" and value is not getattr(self, "edit", None):
+            object.__setattr__(self, "edit_since", None if value is None else time.time())
+            zerogpu.remember_edit(value)
+        object.__setattr__(self, name, value)
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
