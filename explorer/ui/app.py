@@ -11,6 +11,7 @@ from explorer.ui.api_endpoints import build_api_endpoints
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
 from explorer.ui.explore_tab import build_explore_tab
+from explorer.ui.gallery import warm as gallery_warm
 from explorer.ui.gallery_tab import build_gallery_row, wire_gallery
 from explorer.ui.guard import app_kwargs
 from explorer.ui.session import AppConfig, ModelRegistry, Session
@@ -57,6 +58,7 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             control_status = build_control_tab(registry, session, user_error)
         classroom.wire_edits(registry, session, banner, control_status, explore)
         wire_gallery(gallery_row, explore, registry, session, demo, banner, control_status)
+        gallery_warm(registry)  # the first entry drawn before the first visitor arrives
         with gr.Tab("Compare", id="compare"):
             build_compare_tab(registry, session, user_error)
         with gr.Tab("Cross-model", id="cross"):

@@ -76,8 +76,9 @@ def _layout_inputs(config: AppConfig) -> dict:
     with gr.Row():
         w["model"] = gr.Dropdown(MODEL_PRESETS if config.allow_any_model else [config.default_model],
                                  value=config.default_model, label="Model", allow_custom_value=config.allow_any_model,
-                                 info="preset, hub id, local folder or .gguf file", scale=3)
-        w["load_btn"] = gr.Button("Load model", scale=1)
+                                 info="preset, hub id, local folder or .gguf file", scale=3,
+                                 elem_id="sx-model")
+        w["load_btn"] = gr.Button("Load model", scale=1, elem_id="sx-load")
     with gr.Row():
         w["prompt"] = gr.Textbox(label="Prompt", lines=2, max_lines=8, scale=5, elem_id="sx-prompt",
                                  placeholder="The Eiffel Tower is in the city of")

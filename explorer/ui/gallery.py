@@ -10,12 +10,14 @@ the grid) and puts the stored readings back: readings are never recomputed.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
 import tempfile
+import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from explorer.core.data import DATA_DIR
@@ -94,11 +96,42 @@ def open_text(registry: ModelRegistry, session: Session, text: str,
     return explore.View(settled.figure, settled.details, settled.table, view.status)
 
 
+_OPENED: dict[tuple, tuple[Session, explore.View]] = {}  # an entry as first opened: its session and view
+_OPEN_LOCK = threading.Lock()
+
+
 def open_entry(registry: ModelRegistry, session: Session, name: str) -> tuple[GalleryEntry, explore.View]:
+    """Open an entry into ``session``. The first opening in this process runs the prompt once; later
+    ones reuse that grid and view (grids are shared read-only, readings copied), so they are instant."""
     entry = find(name)
-    view = open_text(registry, session, entry.path.read_text(encoding="utf-8"), entry.selected)
-    view.status = f"Gallery: **{entry.title}**. {view.status}"
-    return entry, view
+    key = (entry.name, entry.path.stat().st_mtime, session.colour_mode, registry.check_allowed(""))
+    with _OPEN_LOCK:
+        opened = _OPENED.get(key)
+        if opened is None:
+            first = Session(model=session.model, colour_mode=session.colour_mode)
+            view = open_text(registry, first, entry.path.read_text(encoding="utf-8"), entry.selected)
+            opened = _OPENED[key] = (first, view)
+            registry.forget_session(first)
+    first, view = opened
+    with session.lock:
+        session.edit = first.edit
+        session.new_grid(first.grid)  # type: ignore[arg-type]
+        session.results = copy.deepcopy(first.results)
+        session.model, session.selected, session.settings = first.model, first.selected, dict(first.settings)
+    registry.budget.touch(session)
+    return entry, replace(view, status=f"Gallery: **{entry.title}**. {view.status}")
+
+
+def warm(registry: ModelRegistry) -> threading.Thread:
+    """Open the first entry in the background (at start-up), so the first visitor's page is instant."""
+    def work() -> None:
+        items = entries()
+        if items:
+            open_entry(registry, Session(), items[0].name)
+
+    t = threading.Thread(target=work, name="gallery-warm", daemon=True)
+    t.start()
+    return t
 
 
 def share_dir() -> Path:
