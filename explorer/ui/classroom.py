@@ -87,6 +87,8 @@ def wire_edits(registry: ModelRegistry, session: gr.State, banner: gr.HTML, cont
                   "readings made before are greyed until you click their cells again.")
         return edits.banner_html(sess), figure_value(view.figure), view.details, view.table, status
 
+    # The banner first, at once (no model work); then the grid captured again under the new edit.
+    control_status.change(edits.banner_html, [session], [banner], queue=False)
     control_status.change(friendly(on_edit_changed), [session], [banner, w.grid_plot, w.details, w.table, w.status],
                           concurrency_id="run")
 

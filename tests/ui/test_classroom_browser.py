@@ -53,9 +53,10 @@ def test_the_page_opens_on_the_first_gallery_entry_drawn_within_3_s(browser, war
     page.wait_for_selector("#sx-grid", timeout=60_000)
     t0 = time.monotonic()
     layer, token = first["gallery"]["selected"]
-    wait_details(page, layer, token, timeout=3_000)
-    page.wait_for_function(f"() => ({FILLED_JS})() === {len(first['results'])}", timeout=3_000)
+    wait_details(page, layer, token, timeout=30_000)
+    page.wait_for_function(f"() => ({FILLED_JS})() === {len(first['results'])}", timeout=30_000)
     elapsed = time.monotonic() - t0
+    print(f"first gallery entry drawn {elapsed:.2f} s after the app rendered")
     assert elapsed < 3.0
     assert page.evaluate(DETAILS_JS)[2] == first["reading"].strip()
     assert page.input_value("#sx-prompt textarea") == first["prompt"]
@@ -98,6 +99,7 @@ def test_import_with_an_edit_then_revert_and_load_are_reflected_at_once(page, wa
     page.wait_for_function(f"() => ({FILLED_JS})() > 0", timeout=60_000)
     assert page.evaluate(BANNER_JS) == "0"
     # Import: the prompt box is filled, Control says the edit is applied, the banner shows it.
+    page.get_by_text("Share this session").click()  # the accordion renders its buttons when opened
     page.locator("input[type=file][accept*='.json']").first.set_input_files(str(GALLERY / "08_control_edit.json"))
     edit_id = edited["edit"]["edit_id"]
     page.wait_for_function("() => document.querySelector('#sx-banner-body').dataset.active === '1'", timeout=60_000)
@@ -112,7 +114,7 @@ def test_import_with_an_edit_then_revert_and_load_are_reflected_at_once(page, wa
     screenshot(page, "edit_banner.png")
     # Revert: the banner goes, the grid is captured again, a click reads the stock model.
     page.click("#sx-revert")
-    page.wait_for_function(f"() => ({BANNER_JS})() === '0'", timeout=10_000)
+    page.wait_for_function(f"() => ({BANNER_JS})() === '0'", timeout=20_000)
     page.get_by_role("tab", name="Explore").click()
     page.wait_for_function("() => document.querySelector('#sx-status').innerText.includes('captured again')",
                            timeout=60_000)
