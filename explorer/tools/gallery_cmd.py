@@ -69,7 +69,8 @@ SPECS = [
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("action", choices=["build", "list"], help="build: run the model and write the gallery files")
+    p.add_argument("action", choices=["build", "list", "time"],
+                   help="build: run the model and write the gallery files; time: print each entry's opening time")
     p.add_argument("--out", type=Path, default=None, help="folder to write (default: the shipped gallery folder)")
     p.add_argument("--only", default="", help="comma-separated entry names to build (default: all)")
     p.add_argument("--model", default="default")
@@ -131,8 +132,19 @@ def run(args: argparse.Namespace) -> int:
         for e in gallery.entries():
             print(f"{e.name}\t{e.title}\t{e.path.name}")
         return 0
-    from explorer.ui.session import AppConfig, ModelRegistry
+    from explorer.ui.session import AppConfig, ModelRegistry, Session
 
+    if args.action == "time":
+        registry = ModelRegistry(AppConfig())
+        registry.get(args.model)
+        for e in gallery.entries():
+            times = []
+            for _ in range(2):  # the first opening runs the prompt once; later ones reuse it
+                t0 = time.perf_counter()
+                gallery.open_entry(registry, Session(model=args.model), e.name)
+                times.append(time.perf_counter() - t0)
+            print(f"{e.name}: first opening {times[0]:.2f} s, later openings {times[1]:.3f} s")
+        return 0
     out = args.out or gallery.GALLERY_DIR
     out.mkdir(parents=True, exist_ok=True)
     only = {s for s in args.only.split(",") if s}
