@@ -16,6 +16,9 @@ import pandas as pd
 
 COMPAT_COLUMNS = ["prompt", "interpretation", "layer", "token", "token_decoded", "relevancy_score"]
 EXTRA_COLUMNS = ["mean_relevancy", "token_texts", "generated_ids", "variant"]
+# Per-reading settings carried on every exported row (names of ``InterpretSettings.to_dict``).
+SETTING_COLUMNS = ["template", "template_user", "template_lead_in", "n_placeholders", "k", "max_new_tokens",
+                   "strength"]
 
 
 @dataclass
@@ -39,6 +42,7 @@ class CellInterpretation:
     cached: bool = False
     partial: bool = False  # a token-by-token snapshot while decoding
     variant: str | None = None  # the model variant that produced it: None = stock weights, else edit/steering ids
+    settings: dict | None = None  # what made it: template name and text, K, k, max new tokens, strength
 
     @property
     def mean_relevancy(self) -> float | None:
@@ -64,6 +68,8 @@ class CellInterpretation:
             "generated_ids": list(self.generated_ids),
             "variant": self.variant,
         }
+        for key in SETTING_COLUMNS:
+            rec[key] = (self.settings or {}).get(key)
         return rec
 
     def nbytes(self) -> int:
@@ -96,7 +102,7 @@ class InterpretationSet:
 
     def to_frame(self, compat: bool = False) -> pd.DataFrame:
         """All columns, or with ``compat=True`` exactly the original ``interpret()`` columns."""
-        frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, *EXTRA_COLUMNS])
+        frame = pd.DataFrame(self.records(), columns=[*COMPAT_COLUMNS, *EXTRA_COLUMNS, *SETTING_COLUMNS])
         frame["variant"] = frame["variant"].astype(object).where(frame["variant"].notna(), None)  # None: stock
         if compat:
             return frame[COMPAT_COLUMNS]
@@ -106,9 +112,11 @@ class InterpretationSet:
         frame = self.to_frame()
         for col in ("relevancy_score", "token_texts", "generated_ids"):
             frame[col] = frame[col].map(lambda v: json.dumps(v) if v is not None else "")
-        for key, value in self.provenance.items():
+        for key, value in public_provenance(self.provenance).items():
             # the grid's variant is provenance of the grid; each reading's own is in "variant"
-            frame["grid_edit_id" if key == "edit_id" else key] = "" if value is None else str(value)
+            column = "grid_edit_id" if key == "edit_id" else key
+            if column not in frame.columns:  # a row's own settings win over the grid's
+                frame[column] = "" if value is None else str(value)
         text = frame.to_csv(index=False)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -127,7 +135,7 @@ class InterpretationSet:
     def to_json(self, path: str | Path | None = None, *, with_provenance: bool = False) -> str:
         """A list of records; ``with_provenance`` wraps it as ``{"provenance": ..., "results": [...]}``."""
         recs = self.records()
-        payload = {"provenance": self.provenance, "results": recs} if with_provenance else recs
+        payload = {"provenance": public_provenance(self.provenance), "results": recs} if with_provenance else recs
         text = json.dumps(payload, ensure_ascii=False, indent=1, default=_json_default)
         if path is not None:
             Path(path).write_text(text, encoding="utf-8")
@@ -147,8 +155,25 @@ class InterpretationSet:
                 interpretation=r["interpretation"], generated_ids=list(r.get("generated_ids", [])),
                 token_texts=list(r.get("token_texts", [])), p_with=[],
                 relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None,
+                settings={k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None} or None,
             ))
         return out
+
+
+def _looks_like_path(value: str) -> bool:
+    return value.startswith(("/", "~", "\\\\")) or (len(value) > 2 and value[1] == ":" and value[2] in "\\/") \
+        or value.startswith(("./", "../"))
+
+
+def public_provenance(provenance: dict) -> dict:
+    """Provenance fit to leave the server: file-system paths (a model's cache folder, a local
+    .gguf) are cut to their last component, so an export never reveals the server's layout."""
+    out = {}
+    for key, value in provenance.items():
+        if isinstance(value, str) and _looks_like_path(value):
+            value = Path(value.replace("\\", "/")).name or None
+        out[key] = value
+    return out
 
 
 def _json_default(o):

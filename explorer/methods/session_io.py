@@ -14,10 +14,11 @@ import time
 from dataclasses import dataclass, field
 
 from explorer.core.errors import InputError
-from explorer.core.results import CellInterpretation, InterpretationSet
+from explorer.core.results import SETTING_COLUMNS, CellInterpretation, InterpretationSet, public_provenance
 from explorer.core.version import __version__
 
 FORMAT = "selfie-explorer-session/1"
+EXTRA_KEYS = ("gallery",)  # optional top-level keys kept through import and export
 
 
 @dataclass
@@ -31,6 +32,7 @@ class SessionSnapshot:
     results: InterpretationSet | None = None
     edit: dict | None = None
     provenance: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)  # other top-level keys of the file (a gallery entry's text)
 
 
 def export_session(snap: SessionSnapshot) -> str:
@@ -38,14 +40,16 @@ def export_session(snap: SessionSnapshot) -> str:
         "format": FORMAT,
         "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "explorer_version": __version__,
-        "model": snap.model,
+        "model": public_provenance({"model": snap.model})["model"],
         "prompt": snap.prompt,
         "chat": snap.chat,
         "settings": snap.settings,
-        "provenance": snap.provenance,
+        "provenance": public_provenance(snap.provenance),
         "edit": snap.edit,
         "results": json.loads(snap.results.to_json()) if snap.results is not None else [],
     }
+    if snap.extra:
+        payload.update({k: v for k, v in snap.extra.items() if k not in payload})
     return json.dumps(payload, ensure_ascii=False, indent=1, default=str)
 
 
@@ -61,10 +65,12 @@ def import_session(text: str) -> SessionSnapshot:
         results.add(CellInterpretation(
             layer=r["layer"], token=r["token"], token_decoded=r["token_decoded"], interpretation=r["interpretation"],
             generated_ids=list(r.get("generated_ids") or []), token_texts=list(r.get("token_texts") or []),
-            p_with=[], relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None))
+            p_with=[], relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None,
+            settings={k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None} or None))
     return SessionSnapshot(model=data["model"], prompt=data["prompt"], chat=bool(data.get("chat")),
                            settings=dict(data.get("settings") or {}), results=results, edit=data.get("edit"),
-                           provenance=dict(data.get("provenance") or {}))
+                           provenance=dict(data.get("provenance") or {}),
+                           extra={k: v for k, v in data.items() if k in EXTRA_KEYS})
 
 
 MAX_RESULTS = 100_000

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "concept-eval": ("explorer.tools.concept_eval", "probe accuracy per concept set and GCAV vs fixed steering"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
     "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
+    "gallery": ("explorer.tools.gallery_cmd", "build the gallery of worked examples by running the model, or list it"),
     "serve": ("explorer.tools.cli", "launch the web app"),
 }
 

@@ -17,7 +17,6 @@ from explorer.ui import explore, validate
 from explorer.ui.control_tab import run_reinforcement, run_steer, run_supervised
 from explorer.ui.errors import friendly
 from explorer.ui.explore_tab import ExploreHandlers
-from explorer.ui.gpu import gpu
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 
 MAX_CELL_SPEC = 20_000  # characters of a cell list such as "15:7,20:7"
@@ -107,17 +106,17 @@ def build_api_endpoints(registry: ModelRegistry, session: gr.State, config: AppC
     btn = gr.Button(visible=False)
     click = {"concurrency_limit": 8, "concurrency_id": "click"}
     control = {"concurrency_id": "control", "concurrency_limit": 2}
-    btn.click(gpu(friendly(api_interpret)), [session, api_cells, api_template, api_max_new, api_batch], [api_json],
+    btn.click(friendly(api_interpret), [session, api_cells, api_template, api_max_new, api_batch], [api_json],
               api_name="interpret", **click)
-    btn.click(gpu(friendly(api_row)), [session, api_layer, api_template, api_max_new, api_batch], [api_json],
+    btn.click(friendly(api_row), [session, api_layer, api_template, api_max_new, api_batch], [api_json],
               api_name="row", concurrency_limit=4, concurrency_id="scope")
-    btn.click(gpu(friendly(api_supervised)), [session, api_layer, api_token, api_concept, api_steps], [api_json],
+    btn.click(friendly(api_supervised), [session, api_layer, api_token, api_concept, api_steps], [api_json],
               api_name="supervised", **control)
-    btn.click(gpu(friendly(api_reinforcement)), [session, api_text, api_layer, api_concept, api_steps], [api_json],
+    btn.click(friendly(api_reinforcement), [session, api_text, api_layer, api_concept, api_steps], [api_json],
               api_name="reinforcement", **control)
-    btn.click(gpu(friendly(api_steer)), [session, api_text, api_concept, api_text_b, api_layer, api_alpha], [api_json],
+    btn.click(friendly(api_steer), [session, api_text, api_concept, api_text_b, api_layer, api_alpha], [api_json],
               api_name="steer", **control)
     btn.click(friendly(api_export), [session], [api_text], api_name="export_session")
-    btn.click(gpu(friendly(api_import)), [session, api_text], [api_json], api_name="import_session",
+    btn.click(friendly(api_import), [session, api_text], [api_json], api_name="import_session",
               concurrency_limit=4, concurrency_id="run")
     btn.click(api_revert, [session], [api_json], api_name="revert")

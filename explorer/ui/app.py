@@ -6,11 +6,14 @@ import os
 
 import gradio as gr
 
+from explorer.ui import classroom
 from explorer.ui.api_endpoints import build_api_endpoints
 from explorer.ui.concept_tab import build_concept_tab
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
 from explorer.ui.explore_tab import build_explore_tab
+from explorer.ui.gallery import warm as gallery_warm
+from explorer.ui.gallery_tab import build_gallery_row, wire_gallery
 from explorer.ui.guard import app_kwargs, install_input_checks
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
@@ -36,7 +39,7 @@ CSS = """
 #sx-grid, .sx-details, .sx-readings { font-family: 'Noto Sans', 'DejaVu Sans', 'Noto Sans CJK SC', 'Noto Sans Arabic',
   'Noto Sans Devanagari', 'Noto Color Emoji', sans-serif; }
 #sx-table th, #sx-table th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; white-space: nowrap; }
-"""
+""" + classroom.CSS
 
 INTRO = """# SelfIE Explorer
 Type a prompt and press **Run**: the grid shows every hidden state of the model, one row per layer
@@ -60,10 +63,15 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
     with gr.Blocks(title="SelfIE Explorer") as demo:
         session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
         gr.Markdown(INTRO)
+        banner, _projector = classroom.build_header()
         with gr.Tab("Explore", id="explore"):
-            build_explore_tab(registry, session, config)
+            gallery_row = build_gallery_row()
+            explore = build_explore_tab(registry, session, config)
         with gr.Tab("Control", id="control"):
-            build_control_tab(registry, session, user_error)
+            control_status = build_control_tab(registry, session, user_error)
+        classroom.wire_edits(registry, session, banner, control_status, explore)
+        wire_gallery(gallery_row, explore, registry, session, demo, banner, control_status)
+        gallery_warm(registry)  # the first entry drawn before the first visitor arrives
         with gr.Tab("Compare", id="compare"):
             build_compare_tab(registry, session, user_error)
         with gr.Tab("Cross-model", id="cross"):

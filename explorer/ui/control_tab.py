@@ -189,8 +189,8 @@ def run_steer(registry: ModelRegistry, session: Session, prompt, a, b, layer, al
         yield None if item is TICK else item
 
 
-def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
-    """Widgets and wiring of the Control tab (inside a ``gr.Blocks``)."""
+def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) -> gr.Markdown:
+    """Widgets and wiring of the Control tab (inside a ``gr.Blocks``); returns its edit status line."""
     gr.Markdown("Edit one block's MLP so a hidden state means something else (Supervised Control), or so "
                 "that readings stop mentioning a concept (Reinforcement Control). Edits apply to **your "
                 "session only**; Revert restores the stock model exactly.")
@@ -343,3 +343,4 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
     revert_btn.click(on_revert, [session], [edit_status])
     save_btn.click(on_save, [session], [edit_file])
     load_file.upload(on_load, [session, load_file], [edit_status])
+    return edit_status

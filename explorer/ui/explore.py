@@ -6,6 +6,7 @@ panel, the results table and a status line.
 
 from __future__ import annotations
 
+import dataclasses
 import html
 import time
 from collections.abc import Callable, Iterator
@@ -20,14 +21,14 @@ from explorer.core.prompts import PRESETS, Template
 from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.control import applied
-from explorer.ui import validate
+from explorer.ui import edits, validate
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.grid_view import figure_for, first_column
 from explorer.ui.readings import JobClock, job_order, progress_html, readings_html, shaded_words
 from explorer.ui.session import ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS, explore_figure
 
-TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy"]
+TABLE_COLUMNS = edits.TABLE_COLUMNS
 EXAMPLES = [
     ["The Eiffel Tower is in the city of"],
     ["If Alice is older than Bob, and Bob is older than Carol, then the oldest of the three is"],
@@ -71,15 +72,11 @@ def _as_float(value, name: str = "strength", lo: float | None = None, hi: float 
 
 
 def results_table(session: Session) -> pd.DataFrame:
-    if session.results is None or not session.results.cells:
-        return pd.DataFrame(columns=TABLE_COLUMNS)
-    frame = session.results.to_frame()[TABLE_COLUMNS].copy()
-    frame["mean_relevancy"] = frame["mean_relevancy"].map(lambda v: None if v is None else round(float(v), 3))
-    return frame
+    return edits.results_frame(session)
 
 
 def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int | None,
-                 cell: CellInterpretation | None, note: str = "") -> str:
+                 cell: CellInterpretation | None, note: str = "", stale: str = "") -> str:
     """The details panel: the cell, its reading with per-token relevancy shading, and its lens."""
     if grid is None or layer is None or token is None:
         return "<div class='sx-details sx-empty'>Run a prompt, then click a cell of the grid.</div>"
@@ -94,8 +91,11 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
     else:
         mean = cell.mean_relevancy
         score = "relevancy pending…" if mean is None else f"mean relevancy {mean:.3f}"
-        body = (f"<div class='sx-interp' data-complete='{int(cell.complete)}'>{shaded_words(cell)}</div>"
+        body = (f"<div class='sx-interp{' sx-stale' if stale else ''}' data-complete='{int(cell.complete)}' "
+                f"data-variant='{html.escape(cell.variant or '')}'>{shaded_words(cell)}</div>"
                 f"<div class='sx-score'>{score}{' · cached' if cell.cached else ''}</div>")
+        if stale:
+            body += f"<div class='sx-stale-note'>{html.escape(stale)}</div>"
     return (f"<div class='sx-details'>{head}{body}<div class='sx-lens'>logit lens: {tops}</div></div>")
 
 
@@ -140,7 +140,7 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
             return stop.is_set() or time.monotonic() - started > time_limit_s
 
         job = _Job(ex, session, grid, cells, settings, batch_size, focus, scope, progress, should_stop,
-                   min_interval_s)
+                   min_interval_s, settings.to_dict())
         yield from iterate_in_thread(job.run, context=lambda: session.job_context(ex.lm), on_abandon=stop.set)
 
 
@@ -159,6 +159,7 @@ class _Job:
     progress: Callable[[int, int, str], None] | None
     should_stop: Callable[[], bool]
     min_interval_s: float
+    made_with: dict  # the settings every reading of this job records
 
     def details(self, shown_cell: CellInterpretation | None = None, note: str = "") -> str:
         if self.scope is not None:
@@ -166,7 +167,8 @@ class _Job:
         fl, ft = self.focus if self.focus is not None else (self.session.selected or (None, None))
         if shown_cell is None and self.session.results is not None and fl is not None:
             shown_cell = self.session.results.get(fl, ft)
-        return details_html(self.ex, self.grid, fl, ft, shown_cell, note=note)
+        return details_html(self.ex, self.grid, fl, ft, shown_cell, note=note,
+                            stale=edits.stale_note(self.session, shown_cell))
 
     def run(self) -> Iterator[View]:
         session, grid = self.session, self.grid
@@ -179,6 +181,7 @@ class _Job:
                                            priority=1 if stream else 0):
             if session.grid is not grid:
                 return  # the user ran another prompt meanwhile
+            cell = dataclasses.replace(cell, settings=self.made_with)  # the engine recorded its variant
             if not cell.partial:
                 with session.lock:
                     if session.results is not None:
@@ -220,7 +223,7 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     else:
         fl, ft = session.selected or (None, None)
         shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-        details = details_html(ex, session.grid, fl, ft, shown)
+        details = details_html(ex, session.grid, fl, ft, shown, stale=edits.stale_note(session, shown))
     return View(figure_for(ex, session), details, results_table(session), "")
 
 

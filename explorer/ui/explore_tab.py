@@ -6,17 +6,17 @@ are methods of :class:`ExploreHandlers`, each a thin call into the tab's logic m
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import gradio as gr
 
-from explorer.core.errors import InputError
+from explorer.core.errors import ExplorerError, InputError
 from explorer.core.prompts import PRESETS
 from explorer.methods.colouring import COLOUR_MODES, colour_choices
 from explorer.methods.session_io import copy_as_python, export_session
 from explorer.ui import explore, grid_view, validate
 from explorer.ui.errors import friendly
-from explorer.ui.gpu import gpu
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
 from explorer.viz.figure import MAX_COLUMNS
@@ -60,6 +60,7 @@ class ExploreWidgets:
     import_file: gr.UploadButton
     py_btn: gr.Button
     py_code: gr.Code
+    import_evt: object = None  # the import's event, for follow-ups (the edit banner, the prompt box)
 
     @property
     def settings_inputs(self) -> list:
@@ -77,8 +78,9 @@ def _layout_inputs(config: AppConfig) -> dict:
     with gr.Row():
         w["model"] = gr.Dropdown(MODEL_PRESETS if config.allow_any_model else [config.default_model],
                                  value=config.default_model, label="Model", allow_custom_value=config.allow_any_model,
-                                 info="preset, hub id, local folder or .gguf file", scale=3)
-        w["load_btn"] = gr.Button("Load model", scale=1)
+                                 info="preset, hub id, local folder or .gguf file", scale=3,
+                                 elem_id="sx-model")
+        w["load_btn"] = gr.Button("Load model", scale=1, elem_id="sx-load")
     with gr.Row():
         # One line that grows: Enter runs, Shift+Enter starts a new line.
         w["prompt"] = gr.Textbox(label="Prompt", lines=1, max_lines=8, scale=5, elem_id="sx-prompt",
@@ -172,11 +174,16 @@ class ExploreHandlers:
     def on_load(self, model_spec: str, sess: Session, progress=gr.Progress()):
         model_spec = validate.as_text("model", model_spec, 500)
         progress(0.1, desc="loading the model")
-        ex = self.registry.get(model_spec)
+        try:
+            ex = self.registry.get(model_spec)
+        except ExplorerError as e:  # keep the picker on the model that works, so Run keeps working
+            gr.Warning(str(e))
+            return (f"{html.escape(str(e))} Still using **{html.escape(sess.model)}**.", gr.skip(),
+                    gr.update(value=sess.model))
         sess.model = model_spec
         n = ex.lm.n_layers
         return (f"Loaded **{ex.lm.model_id}**: {n} blocks, hidden size {ex.lm.hidden_size}, "
-                f"{ex.lm.dtype}, {ex.lm.device}.", gr.update(maximum=n - 1, value=min(1, n - 1)))
+                f"{ex.lm.dtype}, {ex.lm.device}.", gr.update(maximum=n - 1, value=min(1, n - 1)), gr.skip())
 
     def on_run(self, model_spec: str, text: str, wrap: bool, hide: bool, sess: Session, request: gr.Request):
         self.registry.bind(getattr(request, "session_hash", None), sess)
@@ -298,9 +305,9 @@ class ExploreHandlers:
 
 def _wire(w: ExploreWidgets, h: ExploreHandlers, session: gr.State) -> None:
     """Connect the widgets' events to the handlers (queues and concurrency limits set here)."""
-    w.load_btn.click(friendly(h.on_load), [w.model, session], [w.status, w.k], concurrency_limit=1,
+    w.load_btn.click(friendly(h.on_load), [w.model, session], [w.status, w.k, w.model], concurrency_limit=1,
                      concurrency_id="load")
-    run_evt = dict(fn=gpu(friendly(h.on_run)), inputs=[w.model, w.prompt, w.chat, w.hide_system, session],
+    run_evt = dict(fn=friendly(h.on_run), inputs=[w.model, w.prompt, w.chat, w.hide_system, session],
                    outputs=[w.grid_plot, w.details, w.table, w.status, w.page, w.job_progress], concurrency_limit=4,
                    concurrency_id="run")
     recolour = dict(fn=friendly(h.on_colour), inputs=[w.colour, session], outputs=[w.grid_plot, w.job_progress],
@@ -313,17 +320,17 @@ def _wire(w: ExploreWidgets, h: ExploreHandlers, session: gr.State) -> None:
     for field in (w.custom_user, w.custom_lead):
         field.input(lambda: "custom", None, [w.preset], queue=False)
     settle = dict(fn=friendly(h.on_settle), inputs=[session], outputs=[w.grid_plot, w.details, w.table], queue=False)
-    w.grid_plot.select(gpu(friendly(h.on_click)), [session, w.batch, *w.settings_inputs], w.interp_outputs,
+    w.grid_plot.select(friendly(h.on_click), [session, w.batch, *w.settings_inputs], w.interp_outputs,
                        concurrency_limit=8, concurrency_id="click", trigger_mode="multiple").then(**settle)
     for btn, scope in ((w.row_btn, "row"), (w.col_btn, "column"), (w.all_btn, "grid")):
-        btn.click(gpu(h.on_scope(scope)), [session, w.batch, *w.settings_inputs], [*w.interp_outputs, w.job_progress],
+        btn.click(h.on_scope(scope), [session, w.batch, *w.settings_inputs], [*w.interp_outputs, w.job_progress],
                   concurrency_limit=4, concurrency_id="scope").then(**settle)
     w.stop_btn.click(h.on_stop, [session], [w.status], queue=False)
     w.page.release(friendly(h.on_page), [w.page, session], [w.grid_plot])
     w.export_btn.click(friendly(h.on_export), [session], [w.csv_file, w.json_file, w.html_file])
     w.colour.change(**recolour)
     w.share_btn.click(friendly(h.on_share), [session], [w.share_file])
-    w.import_file.upload(friendly(h.on_import), [session, w.import_file], w.interp_outputs)
+    w.import_evt = w.import_file.upload(friendly(h.on_import), [session, w.import_file], w.interp_outputs)
     w.py_btn.click(friendly(h.on_python), [session], [w.py_code])
 
 

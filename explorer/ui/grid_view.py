@@ -17,6 +17,7 @@ from explorer.core.hooks import MODEL_VARIANT
 from explorer.methods import geometry as _geometry  # noqa: F401  registers the geometry colour modes
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.lenses import token_identity, token_identity_cached
+from explorer.ui import edits
 from explorer.ui.background import stream_callbacks
 from explorer.ui.readings import JobClock, progress_html
 from explorer.ui.session import ModelRegistry, Session
@@ -116,5 +117,6 @@ def figure_for(ex: Explorer, session: Session) -> dict | None:
         base = ColourLayer("grid", np.zeros((session.grid.n_rows, len(cols))),
                            [["" for _ in cols] for _ in range(session.grid.n_rows)], [[0, "#f9fafb"], [1, "#f9fafb"]])
     with session.lock:
-        return explore_figure(session.grid, ex.lm, session.results, start=cols[0], width=MAX_COLUMNS, floor=cols[0],
+        return explore_figure(session.grid, ex.lm, edits.current_results(session), start=cols[0], width=MAX_COLUMNS,
+                              floor=cols[0],
                               selected=session.selected, base=base)

@@ -22,10 +22,12 @@ from pathlib import Path
 from explorer.api import Explorer
 from explorer.core.errors import InputError, ModelLoadError
 from explorer.core.grid import Grid
+from explorer.core.hooks import MODEL_VARIANT
 from explorer.core.models import DEFAULT_MODEL, forget_loaded, load_model, model_nbytes, normalise_spec
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
+from explorer.ui import zerogpu
 from explorer.ui.background import JobSlots
 
 MODEL_PRESETS = [
@@ -151,6 +153,9 @@ class ModelRegistry:
         ex.interpreter.max_batch = self.config.max_batch
         ex.interpreter.results = ByteLRU(self.config.cache_mb * 2**20, lambda c: c.nbytes(),
                                          self.config.session_cache_mb * 2**20)
+        zerogpu.register(key, ex.lm)
+        if zerogpu.enabled():  # only pure computations cross into the GPU worker
+            zerogpu.route_through_gpu(ex, key)
         ex.interpreter.enable_batching()
         return ex
 
@@ -253,11 +258,13 @@ class Session:
     column_start: int = 0
     colour_mode: str = "logit_lens"
     settings: dict = field(default_factory=dict)  # the last interpretation settings, for sharing
+    edit_since: float | None = None  # when the current edit was applied (set whenever ``edit`` changes)
     edit: object | None = None  # explorer.methods.control.Edit
     concepts: dict = field(default_factory=dict)  # name -> explorer.methods.concepts.Concept
     concept_steer: object | None = None  # explorer.methods.concepts.Steering, applied with the edit
     reading_list: tuple[str, list] | None = None  # (scope, cells) the side panel lists after a row/column job
     hide_system: bool = True  # start the grid at the user's first token of a chat-wrapped prompt
+    variant_tag: str | None = None  # the model variant of this session's last job (edit and steering ids)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
     created: float = field(default_factory=time.time)
     connection: str | None = None  # the browser connection (session hash) this session is bound to
@@ -293,6 +300,13 @@ class Session:
         return len(jobs)
     closed: bool = False  # its tab closed: a job finishing late must not give it memory again
 
+    def __setattr__(self, name: str, value) -> None:
+        # Every tab assigns ``session.edit`` directly: stamp the time here so the banner can say since when.
+        if name == "edit" and value is not getattr(self, "edit", None):
+            object.__setattr__(self, "edit_since", None if value is None else time.time())
+            zerogpu.remember_edit(value)
+        object.__setattr__(self, name, value)
+
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
         its own lock and stop flag); grids are shared read-only, results copied."""
@@ -323,6 +337,7 @@ class Session:
 
         steer = self.concept_steer.context(lm) if self.concept_steer is not None else contextlib.nullcontext()
         with applied(lm, self.edit), steer, cache_owner(self.session_id):
+            self.variant_tag = MODEL_VARIANT.get()  # what this session's readings are now made under
             yield
 
     def workdir(self) -> Path:

@@ -1,0 +1,159 @@
+"""The gallery: curated saved sessions that open instantly, and links to shared sessions.
+
+A gallery entry is an exported session file (``selfie-explorer-session/1``) in
+``explorer/data/gallery/`` or in a folder named by ``SELFIE_GALLERY_DIR`` (``os.pathsep``-separated).
+An optional top-level ``"gallery"`` object gives its ``title``, a short ``explanation`` and the
+``selected`` cell to show first; a plain exported session works too (its file name is its title).
+Entries are sorted by file name. Opening one re-runs its prompt once (a single forward pass, for
+the grid) and puts the stored readings back: readings are never recomputed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import re
+import tempfile
+import threading
+import uuid
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from explorer.core.data import DATA_DIR
+from explorer.core.errors import InputError
+from explorer.methods.session_io import export_session
+from explorer.ui import explore
+from explorer.ui.session import ModelRegistry, Session
+
+GALLERY_DIR = DATA_DIR / "gallery"
+_SHARE_ID = re.compile(r"^[0-9a-f]{8,32}$")
+
+
+@dataclass(frozen=True)
+class GalleryEntry:
+    """One gallery file: ``name`` is its file stem (the ``?gallery=`` link uses it)."""
+
+    name: str
+    title: str
+    explanation: str
+    path: Path
+    selected: tuple[int, int] | None = None
+
+
+def gallery_dirs() -> list[Path]:
+    extra = [Path(p).expanduser() for p in os.environ.get("SELFIE_GALLERY_DIR", "").split(os.pathsep) if p]
+    return [GALLERY_DIR, *extra]
+
+
+def _entry(path: Path) -> GalleryEntry | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if not isinstance(data, dict) or not str(data.get("format", "")).startswith("selfie-explorer-session/"):
+        return None
+    meta = data.get("gallery") if isinstance(data.get("gallery"), dict) else {}
+    sel = meta.get("selected")
+    selected = (int(sel[0]), int(sel[1])) if isinstance(sel, list) and len(sel) == 2 else None
+    title = str(meta.get("title") or path.stem.replace("_", " "))
+    explanation = str(meta.get("explanation") or f"A saved session: {data.get('prompt', '')!r}.")
+    return GalleryEntry(path.stem, title, explanation, path, selected)
+
+
+def entries() -> list[GalleryEntry]:
+    """Every gallery entry, the shipped ones first, each folder sorted by file name (later duplicates dropped)."""
+    out: dict[str, GalleryEntry] = {}
+    for folder in gallery_dirs():
+        for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+            entry = _entry(path)
+            if entry is not None and entry.name not in out:
+                out[entry.name] = entry
+    return list(out.values())
+
+
+def find(name: str) -> GalleryEntry:
+    for entry in entries():
+        if entry.name == name:
+            return entry
+    raise InputError(f"There is no gallery entry named '{name}'.")
+
+
+def open_text(registry: ModelRegistry, session: Session, text: str,
+              selected: tuple[int, int] | None = None) -> explore.View:
+    """Restore a saved session from its text and show ``selected`` (or its first reading) in the panel."""
+    view = explore.restore(registry, session, text)
+    results = session.results
+    if selected is None and results is not None and results.cells:
+        first = results.cells[0]
+        selected = (first.layer, first.token)
+    if selected is not None and session.grid is not None:
+        session.grid.check_cell(*selected)
+        session.selected = selected
+    settled = explore.settled_view(registry, session)
+    if settled is None:
+        return view
+    return explore.View(settled.figure, settled.details, settled.table, view.status)
+
+
+_OPENED: dict[tuple, tuple[Session, explore.View]] = {}  # an entry as first opened: its session and view
+_OPEN_LOCK = threading.Lock()
+
+
+def open_entry(registry: ModelRegistry, session: Session, name: str) -> tuple[GalleryEntry, explore.View]:
+    """Open an entry into ``session``. The first opening in this process runs the prompt once; later
+    ones reuse that grid and view (grids are shared read-only, readings copied), so they are instant."""
+    entry = find(name)
+    key = (entry.name, entry.path.stat().st_mtime, session.colour_mode, registry.check_allowed(""))
+    with _OPEN_LOCK:
+        opened = _OPENED.get(key)
+        if opened is None:
+            first = Session(model=session.model, colour_mode=session.colour_mode)
+            view = open_text(registry, first, entry.path.read_text(encoding="utf-8"), entry.selected)
+            opened = _OPENED[key] = (first, view)
+            registry.forget_session(first)
+    first, view = opened
+    with session.lock:
+        session.edit = first.edit
+        session.new_grid(first.grid)  # type: ignore[arg-type]
+        session.results = copy.deepcopy(first.results)
+        session.model, session.selected, session.settings = first.model, first.selected, dict(first.settings)
+    registry.budget.touch(session)
+    return entry, replace(view, status=f"Gallery: **{entry.title}**. {view.status}")
+
+
+def warm(registry: ModelRegistry) -> threading.Thread:
+    """Open the first entry in the background (at start-up), so the first visitor's page is instant."""
+    def work() -> None:
+        items = entries()
+        if items:
+            open_entry(registry, Session(), items[0].name)
+
+    t = threading.Thread(target=work, name="gallery-warm", daemon=True)
+    t.start()
+    return t
+
+
+def share_dir() -> Path:
+    """Where "Share a link" puts sessions (``SELFIE_SHARE_DIR``, else a folder in the temp dir)."""
+    d = Path(os.environ.get("SELFIE_SHARE_DIR") or Path(tempfile.gettempdir()) / "selfie-explorer-shared")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
+
+
+def save_shared(session: Session) -> str:
+    """Export the session into the share folder; returns the id for a ``?session=ID`` link."""
+    share_id = uuid.uuid4().hex[:16]
+    (share_dir() / f"{share_id}.json").write_text(export_session(explore.snapshot(session)), encoding="utf-8")
+    return share_id
+
+
+def open_shared(registry: ModelRegistry, session: Session, share_id: str) -> explore.View:
+    if not _SHARE_ID.match(share_id or ""):
+        raise InputError("That session link is not valid.")
+    path = share_dir() / f"{share_id}.json"
+    if not path.is_file():
+        raise InputError("That shared session no longer exists on this server.")
+    view = open_text(registry, session, path.read_text(encoding="utf-8"))
+    view.status = f"Shared session {share_id}. {view.status}"
+    return view
