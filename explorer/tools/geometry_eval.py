@@ -48,6 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="small samples (about a minute or two on a CPU)")
     p.add_argument("--model", default="default")
     p.add_argument("--concepts", default=str(CONCEPTS), help="a CSV with text and label columns")
+    p.add_argument("--per-class", type=int, default=None, help="sample this many prompts of each label "
+                   "(default: all; 8 with --quick)")
     p.add_argument("--figure", default=None, help="write the intrinsic-dimension plot here (HTML); default "
                    "assets/geometry_intrinsic_dimension.html for a full run, none for --quick")
 
@@ -146,10 +148,14 @@ def run(args: argparse.Namespace) -> int:
     from explorer.methods.geometry.prompt_features import read_labelled_csv
 
     lm = load_model(args.model)
-    per_class = 8 if args.quick else None
+    per_class = args.per_class or (8 if args.quick else None)
+    if per_class is not None and per_class < 2:
+        raise ExplorerError("--per-class must be at least 2 (the probe cross-validates).")
     concept_texts, concept_labels = read_labelled_csv(args.concepts)
     domain_texts, domain_labels = read_labelled_csv(DOMAINS)
-    print(f"model {lm.model_id}, {lm.n_layers} blocks; layer L is block L-1 ({'quick' if args.quick else 'full'} run)")
+    size = f"{per_class} prompts per label" if per_class else "every prompt"
+    print(f"model {lm.model_id}, {lm.n_layers} blocks; layer L is block L-1 ({'quick' if args.quick else 'full'} run, "
+          f"{size})")
     figures = probe_set(lm, "domains", *_sample(domain_texts, domain_labels, per_class))
     concept = probe_set(lm, f"concepts ({Path(args.concepts).stem})", *_sample(concept_texts, concept_labels, per_class))
     print("cost of the geometry pass (eager attention + reducing hooks) relative to a plain forward:")
