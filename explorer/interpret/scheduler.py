@@ -76,24 +76,28 @@ class BatchScheduler:
         Requests are batched only with others of the same settings and model variant. Higher
         ``priority`` goes first (a click: 1; a whole-grid job's rows: 0).
         """
-        req = _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
-                       ctx=contextvars.copy_context(), on_step=on_step, flush=flush, priority=int(priority))
+        return self._enqueue([self._request(vector, settings, on_step, flush, priority)])[0]
+
+    def _request(self, vector: torch.Tensor, settings, on_step, flush, priority: int) -> _Request:
+        return _Request(vector=vector, settings=settings, key=(settings.key(), MODEL_VARIANT.get()),
+                        ctx=contextvars.copy_context(), on_step=on_step, flush=flush, priority=int(priority))
+
+    def _enqueue(self, requests: list[_Request]) -> list[Future]:
+        """Queue requests in one step, so the rows of one call are never split by a worker waking early."""
         with self._cv:
-            self._queue.append(req)
+            self._queue.extend(requests)
             self._ensure_worker()
             self._cv.notify_all()
-        return req.future
+        return [r.future for r in requests]
 
     def generate(self, vectors: torch.Tensor, settings, on_step=None, priority: int = 0):
         """Submit B states and wait: the same result as ``interpreter.generate`` (rows may share batches)."""
-        futures = []
         rows = _StreamRows(int(vectors.shape[0]), on_step) if on_step is not None else None
-        for i in range(vectors.shape[0]):
-            if rows is None:
-                futures.append(self.submit(vectors[i], settings, priority=priority))
-            else:
-                futures.append(self.submit(vectors[i], settings, lambda ids, i=i: rows.update(i, ids), rows.flush,
-                                           priority))
+        requests = [self._request(vectors[i], settings,
+                                  None if rows is None else (lambda ids, i=i: rows.update(i, ids)),
+                                  None if rows is None else rows.flush, priority)
+                    for i in range(vectors.shape[0])]
+        futures = self._enqueue(requests)
         try:
             results = [f.result() for f in futures]
         except BaseException:
