@@ -50,3 +50,17 @@ def test_crossmodel_prints_the_r2_of_each_map(capsys):
     assert maps[0]["r2_heldout"] > 0.95 > maps[1]["r2_heldout"]
     assert main(["crossmodel", "--layers", "ten"]) == 2
     assert main(["crossmodel", "--layers", "10:99"]) == 2
+
+
+def test_an_unwritable_output_path_is_one_error_line_before_any_work(tmp_path):
+    (tmp_path / "dir.json").mkdir()
+    for out, needle in [(tmp_path / "missing" / "x.json", "does not exist"), (tmp_path / "dir.json", "folder")]:
+        r = run_cli("interpret", "--prompt", "hello", "--cells", "1:1", "--out", str(out))
+        assert r.returncode == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        lines = [x for x in r.stderr.strip().splitlines() if x.startswith("error:")]
+        assert len(lines) == 1 and needle in lines[0], r.stderr
+    r = run_cli("evaluate", "--quick", "--out-dir", "/proc/no/such/dir")
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "error: --out-dir" in r.stderr
+    r = run_cli("evaluate", "--quick", "--layers", "five", "--out-dir", str(tmp_path / "e"))
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "--layers" in r.stderr

@@ -24,6 +24,7 @@ from explorer.tools.loadtest_clients import (
     EDIT_LAYER,
     EDIT_STEPS,
     PROMPTS,
+    RAMP_S,
     ROLES,
     ROW_LAYER,
     STEER,
@@ -116,7 +117,8 @@ def loadtest(*, clients: int = 8, n_cells: int = 2, max_new_tokens: int = 8, dea
     deadline = time.monotonic() + deadline_s
     t0 = time.perf_counter()
     with MemorySampler() as memory:
-        threads = [threading.Thread(target=run_client, args=(url, r, max_new_tokens, deadline)) for r in reports]
+        threads = [threading.Thread(target=run_client, args=(url, r, max_new_tokens, deadline, i * RAMP_S))
+                   for i, r in enumerate(reports)]
         for t in threads:
             t.start()
         for t in threads:

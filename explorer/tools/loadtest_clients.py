@@ -27,6 +27,8 @@ PROMPTS = [
 EDIT_CONCEPTS = ["an elephant", "the ocean", "a violin", "snow and ice", "a computer"]
 ROLES = ["click", "row", "edit", "steer", "import", "disconnect"]
 EDIT_LAYER, EDIT_STEPS, ROW_LAYER, STEER = 10, 8, 12, ("love", "hate", 10, 0.5)
+HTTPX = {"timeout": 600}  # a loaded server answers slowly; a client gives up only at the test's deadline
+RAMP_S = 0.5  # client i arrives i x RAMP_S seconds after the first (users do not all click in one instant)
 
 
 @dataclass
@@ -47,10 +49,11 @@ def client_cells(index: int, n_tokens: int, n_cells: int) -> list[tuple[int, int
     return [(layer, (index + j) % n_tokens) for j, layer in enumerate(layers)]
 
 
-def run_client(url: str, report: ClientReport, max_new_tokens: int, deadline: float) -> None:
+def run_client(url: str, report: ClientReport, max_new_tokens: int, deadline: float, delay_s: float = 0.0) -> None:
     """One user's session through ``gradio_client``; failures are recorded, never raised."""
     from gradio_client import Client
 
+    time.sleep(delay_s)
     client = None
 
     def call(api: str, *a, click: bool = False):
@@ -66,7 +69,7 @@ def run_client(url: str, report: ClientReport, max_new_tokens: int, deadline: fl
         return call("/interpret", spec, "refers_to", max_new_tokens, 16)
 
     try:
-        client = Client(url, verbose=False)
+        client = Client(url, verbose=False, httpx_kwargs=HTTPX)
         call("/run", "default", report.prompt, False)
         report.results["stock"] = []
         for layer, token in report.cells:
@@ -98,7 +101,7 @@ def _role(report: ClientReport, call, interpret, client, url: str, max_new_token
         text = call("/export_session")
         from gradio_client import Client
 
-        other = Client(url, verbose=False)
+        other = Client(url, verbose=False, httpx_kwargs=HTTPX)
         try:
             t = time.perf_counter()
             report.results["imported"] = other.predict(text, api_name="/import_session")
