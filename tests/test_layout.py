@@ -115,6 +115,17 @@ def test_modules_stay_small():
     assert big == [], f"modules over ~400 lines: {big}"
 
 
+def test_long_functions_say_why():
+    """A function over ~60 lines says in its docstring why it is long (the word "long")."""
+    unexplained = []
+    for m, p in MODULES.items():
+        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.end_lineno - node.lineno >= 60
+                    and "long" not in (ast.get_docstring(node) or "").lower()):
+                unexplained.append(f"{m}.{node.name}")
+    assert unexplained == []
+
+
 def test_no_pointer_outside_the_repository():
     hits = [str(p) for p in ROOT.rglob("*") if p.is_file() and p.suffix in (".py", ".md")
             and any(s in p.read_text(encoding="utf-8") for s in ("METHOD.md", "PLATFORM_NOTES", "../shared"))]

@@ -55,7 +55,8 @@ def iterate_in_thread(make_iter: Callable[[], Iterator[Any]], *,
                       slots: JobSlots | None = None, heartbeat_s: float | None = None,
                       heartbeat: Any = TICK, also_stop: Callable[[], bool] | None = None,
                       stale_s: float | None = None) -> Iterator[Any]:
-    """Yield the items of ``make_iter()`` computed in a worker thread inside ``context()``.
+    """Yield the items of ``make_iter()`` computed in a worker thread inside ``context()`` (long because
+    every way a job can end is handled here, in one place).
 
     If the consumer stops early (the user pressed Stop or closed the tab), ``on_abandon`` runs and
     the job's own stop flag is set: every :func:`explorer.core.stop.checkpoint` in the work then

@@ -11,7 +11,7 @@ import html
 import gradio as gr
 import pandas as pd
 
-from explorer.core.errors import ExplorerError, InputError
+from explorer.core.errors import InputError
 from explorer.core.grid import capture
 from explorer.interpret.engine import make_settings
 from explorer.methods.control import (
@@ -29,6 +29,7 @@ from explorer.methods.control import (
 )
 from explorer.ui import validate
 from explorer.ui.background import TICK, iterate_in_thread, stream_callbacks
+from explorer.ui.errors import friendly
 from explorer.ui.explore import _as_float, _as_int
 from explorer.ui.session import ModelRegistry, Session
 
@@ -189,7 +190,122 @@ def run_steer(registry: ModelRegistry, session: Session, prompt, a, b, layer, al
         yield None if item is TICK else item
 
 
-def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) -> gr.Markdown:
+def _status_of(sess: Session) -> str:
+    if sess.edit is None:
+        return "No edit applied."
+    m = sess.edit.meta
+    return (f"Edit **{sess.edit.edit_id}** ({html.escape(str(m.get('kind', '?')))}, layer {sess.edit.layer}) is "
+            "applied to your session.")
+
+
+def _supervised_panel(registry: ModelRegistry, session: gr.State, edit_status: gr.Markdown) -> None:
+    """The Supervised sub-tab: source cell, target, training settings, and before/after."""
+    with gr.Row():
+        s_prompt = gr.Textbox("The Eiffel Tower is in the city of", label="Source prompt", scale=3,
+                              elem_id="sx-s-prompt")
+        s_layer = gr.Number(10, label="Layer L", precision=0, elem_id="sx-s-layer")
+        s_token = gr.Number(3, label="Token", precision=0, elem_id="sx-s-token")
+        use_sel = gr.Button("Use selected Explore cell")
+    with gr.Row():
+        t_mode = gr.Radio(["concept phrase", "cell of another prompt"], value="concept phrase", label="Target")
+        t_phrase = gr.Textbox("an elephant", label="Concept phrase", elem_id="sx-t-phrase")
+        t_prompt = gr.Textbox("", label="Target prompt")
+        t_token = gr.Number(0, label="Target token", precision=0)
+        t_layer = gr.Number(10, label="Target layer", precision=0)
+    preview_btn = gr.Button("What does the target mean?")
+    preview = gr.Markdown()
+    with gr.Row():
+        s_steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
+        s_lr = gr.Number(2e-3, label="Learning rate")
+        s_beta = gr.Number(10.0, label="Locality weight β")
+    s_tests = gr.Textbox("\n".join(DEFAULT_TEST_PROMPTS), lines=3, label="Test prompts (one per line)")
+    s_run = gr.Button("Apply Supervised Control", variant="primary", elem_id="sx-s-run")
+    s_curve = gr.Plot(label="Loss")
+    with gr.Row():
+        s_before = gr.Textbox(label="Source reading before", elem_id="sx-s-before")
+        s_after = gr.Textbox(label="Source reading after", elem_id="sx-s-after")
+    s_answers = gr.Dataframe(headers=["prompt", "before", "after", "changed"], label="Answers before / after",
+                             wrap=True, elem_id="sx-s-answers", column_widths=["20%", "35%", "35%", "10%"])
+
+    def on_use_selected(sess: Session):
+        if sess.grid is None or sess.selected is None:
+            raise gr.Error("Select a cell in the Explore tab first.")
+        return sess.grid.prompt, sess.selected[0], sess.selected[1]
+
+    def on_preview(sess, mode, phrase, tp, tt, tl):
+        return preview_target(registry, sess, mode, phrase, tp, tt, tl)
+
+    def on_supervised(sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta, tests,
+                      request: gr.Request, progress=gr.Progress()):
+        registry.bind(getattr(request, "session_hash", None), sess)
+        for view in run_supervised(registry, sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta,
+                                   tests, progress):
+            if view is None:
+                yield (gr.skip(),) * 5
+                continue
+            curve, before, after, answers, status = view
+            yield curve, before, after, gr.skip() if answers is None else answers, status
+
+    use_sel.click(friendly(on_use_selected), [session], [s_prompt, s_layer, s_token])
+    preview_btn.click(friendly(on_preview), [session, t_mode, t_phrase, t_prompt, t_token, t_layer], [preview],
+                      concurrency_id="control", concurrency_limit=2)
+    s_run.click(friendly(on_supervised), [session, s_prompt, s_layer, s_token, t_mode, t_phrase, t_prompt, t_token,
+                                          t_layer, s_steps, s_lr, s_beta, s_tests],
+                [s_curve, s_before, s_after, s_answers, edit_status], concurrency_id="control", concurrency_limit=2)
+
+
+def _reinforcement_panel(registry: ModelRegistry, session: gr.State, edit_status: gr.Markdown) -> None:
+    """The Reinforcement sub-tab: prompt, unwanted concept, judge, reward curve and readings."""
+    with gr.Row():
+        r_prompt = gr.Textbox("The Eiffel Tower is a famous landmark in Paris, France", label="Prompt", scale=3)
+        r_layer = gr.Number(10, label="Layer L", precision=0)
+        r_concept = gr.Textbox("Paris", label="Unwanted concept")
+        r_keywords = gr.Textbox("paris, france, french", label="Keywords")
+        r_judge = gr.Radio(["keywords", "model"], value="keywords", label="Judge")
+    with gr.Row():
+        r_steps = gr.Slider(1, 50, value=10, step=1, label="Steps")
+        r_lr = gr.Number(2e-3, label="Learning rate")
+    r_run = gr.Button("Apply Reinforcement Control", variant="primary")
+    r_curve = gr.Plot(label="Reward")
+    r_table = gr.Dataframe(headers=["token", "before", "after"], label="Readings before / after", wrap=True)
+
+    def on_reinforcement(sess, prompt, layer, concept, keywords, judge, steps, lr, request: gr.Request,
+                         progress=gr.Progress()):
+        registry.bind(getattr(request, "session_hash", None), sess)
+        for view in run_reinforcement(registry, sess, prompt, layer, concept, keywords, judge, steps, lr, progress):
+            if view is None:
+                yield (gr.skip(),) * 3
+                continue
+            curve, table, status = view
+            yield curve, gr.skip() if table is None else table, status
+
+    r_run.click(friendly(on_reinforcement), [session, r_prompt, r_layer, r_concept, r_keywords, r_judge, r_steps,
+                                             r_lr], [r_curve, r_table, edit_status], concurrency_id="control",
+                concurrency_limit=2)
+
+
+def _steering_panel(registry: ModelRegistry, session: gr.State) -> None:
+    """The Steering sub-tab: a concept difference added at one layer, before/after."""
+    with gr.Row():
+        v_prompt = gr.Textbox("Write one sentence about my neighbour.", label="Prompt", scale=3)
+        v_a = gr.Textbox("love", label="Towards concept A")
+        v_b = gr.Textbox("hate", label="Away from concept B")
+        v_layer = gr.Number(10, label="Layer", precision=0)
+        v_alpha = gr.Slider(-3, 3, value=0.5, step=0.1, label="alpha (in typical state norms)")
+    v_run = gr.Button("Steer", variant="primary")
+    with gr.Row():
+        v_before = gr.Textbox(label="Before")
+        v_after = gr.Textbox(label="After")
+
+    def on_steer(sess, prompt, a, b, layer, alpha):
+        for out in run_steer(registry, sess, prompt, a, b, layer, alpha):
+            yield (gr.skip(), gr.skip()) if out is None else (out["before"], out["after"])
+
+    v_run.click(friendly(on_steer), [session, v_prompt, v_a, v_b, v_layer, v_alpha], [v_before, v_after],
+                concurrency_id="control", concurrency_limit=2)
+
+
+def build_control_tab(registry: ModelRegistry, session: gr.State, user_error=None) -> gr.Markdown:
     """Widgets and wiring of the Control tab (inside a ``gr.Blocks``); returns its edit status line."""
     gr.Markdown("Edit one block's MLP so a hidden state means something else (Supervised Control), or so "
                 "that readings stop mentioning a concept (Reinforcement Control). Edits apply to **your "
@@ -201,109 +317,11 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         edit_file = gr.DownloadButton("Download edit", visible=False)
         load_file = gr.UploadButton("Load edit (.safetensors)", file_types=[".safetensors"])
     with gr.Tab("Supervised"):
-        with gr.Row():
-            s_prompt = gr.Textbox("The Eiffel Tower is in the city of", label="Source prompt", scale=3,
-                                  elem_id="sx-s-prompt")
-            s_layer = gr.Number(10, label="Layer L", precision=0, elem_id="sx-s-layer")
-            s_token = gr.Number(3, label="Token", precision=0, elem_id="sx-s-token")
-            use_sel = gr.Button("Use selected Explore cell")
-        with gr.Row():
-            t_mode = gr.Radio(["concept phrase", "cell of another prompt"], value="concept phrase", label="Target")
-            t_phrase = gr.Textbox("an elephant", label="Concept phrase", elem_id="sx-t-phrase")
-            t_prompt = gr.Textbox("", label="Target prompt")
-            t_token = gr.Number(0, label="Target token", precision=0)
-            t_layer = gr.Number(10, label="Target layer", precision=0)
-        preview_btn = gr.Button("What does the target mean?")
-        preview = gr.Markdown()
-        with gr.Row():
-            s_steps = gr.Slider(1, 100, value=20, step=1, label="Steps")
-            s_lr = gr.Number(2e-3, label="Learning rate")
-            s_beta = gr.Number(10.0, label="Locality weight β")
-        s_tests = gr.Textbox("\n".join(DEFAULT_TEST_PROMPTS), lines=3, label="Test prompts (one per line)")
-        s_run = gr.Button("Apply Supervised Control", variant="primary", elem_id="sx-s-run")
-        s_curve = gr.Plot(label="Loss")
-        with gr.Row():
-            s_before = gr.Textbox(label="Source reading before", elem_id="sx-s-before")
-            s_after = gr.Textbox(label="Source reading after", elem_id="sx-s-after")
-        s_answers = gr.Dataframe(headers=["prompt", "before", "after", "changed"], label="Answers before / after",
-                                 wrap=True, elem_id="sx-s-answers",
-                                 column_widths=["20%", "35%", "35%", "10%"])
+        _supervised_panel(registry, session, edit_status)
     with gr.Tab("Reinforcement"):
-        with gr.Row():
-            r_prompt = gr.Textbox("The Eiffel Tower is a famous landmark in Paris, France", label="Prompt", scale=3)
-            r_layer = gr.Number(10, label="Layer L", precision=0)
-            r_concept = gr.Textbox("Paris", label="Unwanted concept")
-            r_keywords = gr.Textbox("paris, france, french", label="Keywords")
-            r_judge = gr.Radio(["keywords", "model"], value="keywords", label="Judge")
-        with gr.Row():
-            r_steps = gr.Slider(1, 50, value=10, step=1, label="Steps")
-            r_lr = gr.Number(2e-3, label="Learning rate")
-        r_run = gr.Button("Apply Reinforcement Control", variant="primary")
-        r_curve = gr.Plot(label="Reward")
-        r_table = gr.Dataframe(headers=["token", "before", "after"], label="Readings before / after", wrap=True)
+        _reinforcement_panel(registry, session, edit_status)
     with gr.Tab("Steering"):
-        with gr.Row():
-            v_prompt = gr.Textbox("Write one sentence about my neighbour.", label="Prompt", scale=3)
-            v_a = gr.Textbox("love", label="Towards concept A")
-            v_b = gr.Textbox("hate", label="Away from concept B")
-            v_layer = gr.Number(10, label="Layer", precision=0)
-            v_alpha = gr.Slider(-3, 3, value=0.5, step=0.1, label="alpha (in typical state norms)")
-        v_run = gr.Button("Steer", variant="primary")
-        with gr.Row():
-            v_before = gr.Textbox(label="Before")
-            v_after = gr.Textbox(label="After")
-
-    def status_of(sess: Session) -> str:
-        if sess.edit is None:
-            return "No edit applied."
-        m = sess.edit.meta
-        return (f"Edit **{sess.edit.edit_id}** ({html.escape(str(m.get('kind', '?')))}, layer {sess.edit.layer}) is "
-                "applied to your session.")
-
-    def on_use_selected(sess: Session):
-        if sess.grid is None or sess.selected is None:
-            raise gr.Error("Select a cell in the Explore tab first.")
-        return sess.grid.prompt, sess.selected[0], sess.selected[1]
-
-    def on_preview(sess, mode, phrase, tp, tt, tl):
-        try:
-            return preview_target(registry, sess, mode, phrase, tp, tt, tl)
-        except Exception as e:
-            raise user_error(e) from None
-
-    def on_supervised(sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta, tests,
-                      request: gr.Request, progress=gr.Progress()):
-        registry.bind(getattr(request, "session_hash", None), sess)
-        try:
-            for view in run_supervised(registry, sess, prompt, layer, token, mode, phrase, tp, tt, tl, steps, lr, beta,
-                                       tests, progress):
-                if view is None:
-                    yield (gr.skip(),) * 5
-                    continue
-                curve, before, after, answers, status = view
-                yield curve, before, after, gr.skip() if answers is None else answers, status
-        except Exception as e:
-            raise user_error(e) from None
-
-    def on_reinforcement(sess, prompt, layer, concept, keywords, judge, steps, lr, request: gr.Request,
-                         progress=gr.Progress()):
-        registry.bind(getattr(request, "session_hash", None), sess)
-        try:
-            for view in run_reinforcement(registry, sess, prompt, layer, concept, keywords, judge, steps, lr, progress):
-                if view is None:
-                    yield (gr.skip(),) * 3
-                    continue
-                curve, table, status = view
-                yield curve, gr.skip() if table is None else table, status
-        except Exception as e:
-            raise user_error(e) from None
-
-    def on_steer(sess, prompt, a, b, layer, alpha):
-        try:
-            for out in run_steer(registry, sess, prompt, a, b, layer, alpha):
-                yield (gr.skip(), gr.skip()) if out is None else (out["before"], out["after"])
-        except Exception as e:
-            raise user_error(e) from None
+        _steering_panel(registry, session)
 
     def on_revert(sess: Session):
         sess.edit = None
@@ -317,30 +335,15 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error) ->
 
     def on_load(sess: Session, file, request: gr.Request):
         registry.bind(getattr(request, "session_hash", None), sess)
+        path = validate.upload_path(file, (".safetensors",))
         try:
-            path = validate.upload_path(file, (".safetensors",))
-            try:
-                edit = Edit.load(path, registry.get(sess.model).lm)
-            finally:
-                validate.discard(path)
-            _keep_edit(registry, sess, edit)
-        except ExplorerError as e:
-            raise gr.Error(str(e)) from None
-        except Exception as e:
-            raise user_error(e) from None
-        return status_of(sess)
+            edit = Edit.load(path, registry.get(sess.model).lm)
+        finally:
+            validate.discard(path)
+        _keep_edit(registry, sess, edit)
+        return _status_of(sess)
 
-    use_sel.click(on_use_selected, [session], [s_prompt, s_layer, s_token])
-    preview_btn.click(on_preview, [session, t_mode, t_phrase, t_prompt, t_token, t_layer], [preview],
-                      concurrency_id="control", concurrency_limit=2)
-    s_run.click(on_supervised, [session, s_prompt, s_layer, s_token, t_mode, t_phrase, t_prompt, t_token, t_layer,
-                                s_steps, s_lr, s_beta, s_tests], [s_curve, s_before, s_after, s_answers, edit_status],
-                concurrency_id="control", concurrency_limit=2)
-    r_run.click(on_reinforcement, [session, r_prompt, r_layer, r_concept, r_keywords, r_judge, r_steps, r_lr],
-                [r_curve, r_table, edit_status], concurrency_id="control", concurrency_limit=2)
-    v_run.click(on_steer, [session, v_prompt, v_a, v_b, v_layer, v_alpha], [v_before, v_after],
-                concurrency_id="control", concurrency_limit=2)
     revert_btn.click(on_revert, [session], [edit_status])
-    save_btn.click(on_save, [session], [edit_file])
-    load_file.upload(on_load, [session, load_file], [edit_status])
+    save_btn.click(friendly(on_save), [session], [edit_file])
+    load_file.upload(friendly(on_load), [session, load_file], [edit_status])
     return edit_status

@@ -116,6 +116,7 @@ def reinforcement_control(
 
     Each step interprets every token's state (block ``layer-1``'s MLP edited so far), scores each
     reading with ``judge``, and takes an Adam step on mean(-r_i <o_i, sg(o_i)> / ||sg(o_i)||^2).
+    Long because the loop reads as the method's own steps (read, judge, update) in one place.
     """
     settings.validate()
     check_layer(lm, layer)

@@ -54,7 +54,8 @@ def supervised_control(
     """Train block ``layer-1``'s MLP so that row ``layer`` at ``tokens`` becomes ``target``.
 
     Loss = MSE(mlp'(x) + residual, target) + beta * MSE(mlp'(ref), mlp(ref)) over reference text.
-    The target text never enters the loss; it only picked ``target``.
+    The target text never enters the loss; it only picked ``target``. Long because the training loop
+    reads as the method itself (frozen inputs, loss, steps, edit with provenance) in one place.
     """
     settings.validate()
     check_layer(lm, layer)

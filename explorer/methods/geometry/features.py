@@ -196,7 +196,7 @@ def geometry(lm: LoadedModel, ids: list[int], *, codes: bool = False, last_state
 
     ``last_states`` also keeps the last token's state at every row (for a probe on raw states);
     ``mlp_in`` / ``attn``: paths inside each MLP / block for layouts the name patterns miss. (One
-    function, a little over the usual length, so the hooks and what they fill live only in this pass.)
+    function, long because it keeps the hooks and what they fill live only in this pass.)
     """
     arch = lm.arch
     n = arch.n_layers
