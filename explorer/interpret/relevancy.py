@@ -56,7 +56,10 @@ class RelevancyScorer:
         ids = ([int(t) for t in state.prompt.ids] * 6)[-6:]  # any tokens do; short prompts repeat
         seqs = [tuple(ids[:4]), (*ids[:2], ids[4], ids[5]), tuple(ids[3:6])]
         tree, padded = self.p_tree(state, seqs), self.p_padded(state, seqs)
-        return all(len(a) == len(b) and all(abs(x - y) < 1e-3 for x, y in zip(a, b)) for a, b in zip(tree, padded))
+        # Half precision rounds the two passes differently (up to ~0.02 in bf16 on the embedded model); a
+        # mask that is ignored moves probabilities far more than that.
+        tol = 1e-3 if self.lm.dtype == torch.float32 else 5e-2
+        return all(len(a) == len(b) and all(abs(x - y) < tol for x, y in zip(a, b)) for a, b in zip(tree, padded))
 
     def p_tree(self, state: PromptState, seqs: list[tuple[int, ...]]) -> list[list[float]]:
         """p(seq[j+1] | seq[:j+1]) for j >= 0, all sequences as one prefix tree in one forward pass."""
