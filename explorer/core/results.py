@@ -154,7 +154,7 @@ class InterpretationSet:
                 layer=int(r["layer"]), token=int(r["token"]), token_decoded=r["token_decoded"],
                 interpretation=r["interpretation"], generated_ids=list(r.get("generated_ids", [])),
                 token_texts=list(r.get("token_texts", [])), p_with=[],
-                relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None,
+                relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or r.get("edit_id") or None,
                 settings={k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None} or None,
             ))
         return out

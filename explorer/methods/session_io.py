@@ -65,7 +65,7 @@ def import_session(text: str) -> SessionSnapshot:
         results.add(CellInterpretation(
             layer=r["layer"], token=r["token"], token_decoded=r["token_decoded"], interpretation=r["interpretation"],
             generated_ids=list(r.get("generated_ids") or []), token_texts=list(r.get("token_texts") or []),
-            p_with=[], relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or None,
+            p_with=[], relevancy_score=r.get("relevancy_score"), variant=r.get("variant") or r.get("edit_id") or None,
             settings={k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None} or None))
     return SessionSnapshot(model=data["model"], prompt=data["prompt"], chat=bool(data.get("chat")),
                            settings=dict(data.get("settings") or {}), results=results, edit=data.get("edit"),
@@ -141,8 +141,9 @@ def _result_problem(r) -> str | None:
     ids = r.get("generated_ids") or []
     if not isinstance(ids, list) or len(ids) > 4096 or not all(_is_int(x) and x >= 0 for x in ids):
         return "has 'generated_ids' that are not a list of token ids"
-    if r.get("variant") is not None and not _is_str(r["variant"], 500):
-        return "has a 'variant' that is not short text"
+    for key in ("variant", "edit_id"):  # files written before the column was named "variant" use "edit_id"
+        if r.get(key) is not None and not _is_str(r[key], 500):
+            return f"has a '{key}' that is not short text"
     texts = r.get("token_texts") or []
     if not isinstance(texts, list) or len(texts) > 4096 or not all(_is_str(x, 1000) for x in texts):
         return "has 'token_texts' that are not a list of short texts"

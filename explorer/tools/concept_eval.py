@@ -135,7 +135,8 @@ def probe_table(lm: LoadedModel, quick: bool, out) -> tuple[dict[str, Concept], 
 
 
 def evaluate(lm: LoadedModel, *, quick: bool = False, max_new_tokens: int = 30, layers: Sequence[int] | None = None,
-             out=sys.stdout) -> dict:
+             out=None) -> dict:
+    out = out if out is not None else sys.stdout  # read at call time: the stream may have been replaced
     print(f"Concept probes on {lm.model_id} ({torch.get_num_threads()} CPU threads)", file=out)
     concepts, best = probe_table(lm, quick, out)
     sent = concepts[SENTIMENT]

@@ -62,7 +62,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def evaluate(lm, *, quick: bool = False, steps: int = 20, lr: float = 2e-3, beta: float = 10.0, rl_steps: int = 10,
-             out=sys.stdout) -> dict:
+             out=None) -> dict:
+    out = out if out is not None else sys.stdout  # read at call time: the stream may have been replaced
     interp = Interpreter(lm)
     reading = make_settings(lm, "refers_to", max_new_tokens=12)
 
