@@ -219,10 +219,11 @@ def once(table: dict, lock: threading.Lock, key, make):
     """``make()`` run once per ``key`` however many threads ask at the same time; the others wait on
     its Future without holding ``lock`` (a failure is not remembered: the next call tries again)."""
     with lock:
-        fut = table.get(key)
-        owner = fut is None
+        found: Future | None = table.get(key)
+        owner = found is None
+        fut: Future = Future() if found is None else found
         if owner:
-            fut = table[key] = Future()
+            table[key] = fut
     if owner:
         try:
             fut.set_result(make())
