@@ -159,8 +159,8 @@ def test_bad_inputs(lm):
 def test_reinforcement_control_reduces_mentions(lm):
     judge = Judge("Paris", ["paris", "france"], mode="keywords")
     res = reinforcement_control(lm, "The Eiffel Tower is a famous landmark in Paris, France", 10, judge,
-                                TrainSettings(steps=4, lr=2e-3, beta=0.0), max_new_tokens=8)
-    assert len(res.rewards) == 5
+                                TrainSettings(steps=10, lr=2e-3, beta=0.0))  # the README's setting
+    assert len(res.rewards) == 11  # before the first step, then after each of the 10
     assert res.share_after < res.share_before  # fewer readings mention the concept
     assert res.rewards[-1] > res.rewards[0]
     assert 0 <= res.retention_after <= 1 and res.edit.meta["kind"] == "reinforcement"
