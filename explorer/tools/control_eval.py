@@ -1,7 +1,7 @@
 """``python -m explorer control-eval``: how well Supervised and Reinforcement Control work here.
 
 Supervised: for each (source cell, target concept) pair, the mean L2 distance of the source state
-to the target before and after the edit (issue 4 expects >= 80% lower), and the source cell's
+to the target before and after the edit (the target: at least 80% lower), and the source cell's
 interpretation before and after. Reinforcement: the share of a prompt's readings that mention
 an unwanted concept before and after, the reward per step, and fact retention.
 """

@@ -140,7 +140,7 @@ def dimension_figure(rel: np.ndarray, irr: np.ndarray, path: Path) -> None:
     fig.update_layout(title=f"Last-token attention intrinsic dimension (mean of {len(rel)} questions)",
                       xaxis_title="layer L (block L-1)", yaxis_title="keys above 10% of the head's max, summed over heads")
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.write_html(str(path), include_plotlyjs="cdn")  # small file; plotly.js from its CDN when viewed
+    fig.write_html(str(path), include_plotlyjs=True)  # standalone: no request to any other host
 
 
 def run(args: argparse.Namespace) -> int:
