@@ -80,14 +80,7 @@ def page(browser, app_url):
     log = RequestLog()
     pg.on("request", lambda r: log.urls.append(r.url))
     pg.requests = log  # type: ignore[attr-defined]
-    # Tests start as a returning user: the first-run guide already dismissed.
-    context.add_init_script("try { localStorage.setItem('sx-guide-dismissed', '1'); } catch (e) {}")
     pg.goto(app_url)
-    # The page opens on the first gallery entry: wait until it is drawn, so a test's own Run is never
-    # overwritten by the gallery arriving late on a loaded machine.
-    pg.wait_for_function("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
-                         " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0; }",
-                         timeout=180_000)
     yield pg
     context.close()
 
@@ -104,12 +97,11 @@ def revision(page) -> int:
 
 
 def run_prompt(page, text: str) -> None:
-    before = revision(page)
     page.fill("#sx-prompt textarea", text)
     page.click("#sx-run")
-    page.wait_for_function("r => { const gd = document.querySelector('#sx-grid .sx-plot');"
-                           " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0"
-                           " && Number(gd.dataset.revision) > r; }", arg=before, timeout=120_000)
+    page.wait_for_function("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
+                           " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0; }",
+                           timeout=60_000)
 
 
 def click_cell(page, layer: int, token: int) -> None:
