@@ -77,7 +77,7 @@ def test_token_identity_is_computed_once_per_grid(lm):
         passes = len(calls)
         cells = g.n_rows * g.n_tokens
         assert passes == -(-cells // 64) and seen[-1] == (cells, cells)  # batched across layers
-        assert token_identity_cached(g)
+        assert token_identity_cached(lm, g)
         again = token_identity(lm, g)
         part = colour_layer("token_identity", g, lm, cols=[g.n_tokens - 1])
         assert len(calls) == passes  # no forward pass the second time
@@ -95,4 +95,4 @@ def test_token_identity_stops_between_passes(lm):
 
     g = capture(lm, "Stop here")
     assert token_identity(lm, g, batch_size=8, should_stop=lambda: True) is None
-    assert not token_identity_cached(g)
+    assert not token_identity_cached(lm, g)

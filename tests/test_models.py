@@ -82,7 +82,7 @@ def test_unknown_model_gives_one_clear_sentence(monkeypatch, tmp_path):
 
 def test_default_loads_from_the_converted_folder(lm):
     model_id, source = resolve_source("default")
-    assert model_id == "SmolLM2-135M-Instruct"
+    assert model_id == "SmolLM2-135M-Instruct-Q4_1"  # the quantisation is part of the name
     assert (__import__("pathlib").Path(source) / "config.json").is_file()
     assert load_model("default") is lm  # one copy per process
 

@@ -32,11 +32,25 @@ def tiny_folder(lm, root: Path, name: str, seed: int) -> Path:
 
 def test_every_spelling_of_the_default_shares_one_copy(lm):
     registry = ModelRegistry(AppConfig())
-    spellings = ["default", "Default", " DEFAULT ", "embedded", "SmolLM2-135M-Instruct",
-                 "huggingfacetb/smollm2-135m-instruct", "HuggingFaceTB/SmolLM2-135M-Instruct"]
+    spellings = ["default", "Default", " DEFAULT ", "embedded", "SmolLM2-135M-Instruct-Q4_1",
+                 "smollm2-135m-instruct-q4_1"]
     explorers = [registry.get(s) for s in spellings]
     assert all(ex is explorers[0] for ex in explorers) and explorers[0].lm is lm
     assert registry.loaded() == ["default"]
+
+
+def test_the_hub_id_is_not_the_embedded_quantised_model(lm, monkeypatch):
+    """The published model's hub id names other weights than the embedded Q4_1 file: it is never mapped to
+    it; with no hub it fails with one sentence that says so."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    registry = ModelRegistry(AppConfig())
+    with pytest.raises(ModelLoadError, match="hub is unreachable") as err:
+        registry.get("HuggingFaceTB/SmolLM2-135M-Instruct")
+    assert "HuggingFaceTB/SmolLM2-135M-Instruct" in str(err.value)
+    assert registry.loaded() == []
+    ex = registry.get("default")
+    assert ex.lm.model_id == "SmolLM2-135M-Instruct-Q4_1"
+    assert "Q4_1" in ex.lm.provenance()["weights"] and "dequantised" in ex.lm.provenance()["weights"]
 
 
 def test_concurrent_loads_of_one_model_load_once_outside_the_lock(lm, tmp_path, monkeypatch):

@@ -29,7 +29,8 @@ def test_compat_view_has_the_original_columns(results):
 def test_json_and_csv_round_trip(results, tmp_path):
     text = results.to_json(tmp_path / "r.json", with_provenance=True)
     data = json.loads(text)
-    assert data["provenance"]["model_id"] == "SmolLM2-135M-Instruct"
+    assert data["provenance"]["model_id"] == "SmolLM2-135M-Instruct-Q4_1"
+    assert data["provenance"]["weights"].startswith("GGUF Q4_1")
     assert data["provenance"]["k"] == 1 and data["provenance"]["max_new_tokens"] == 6
     back = InterpretationSet.from_json(text)
     assert back.records() == results.records()

@@ -16,6 +16,7 @@ import threading
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextvars import ContextVar
+from dataclasses import dataclass
 from types import MappingProxyType
 
 import torch
@@ -80,6 +81,36 @@ def _dispatch_post(module: nn.Module, args: tuple, output):
             output = _replace_output(output, fn(output_tensor(output), args))
             changed = True
     return output if changed else None
+
+
+@dataclass(frozen=True)
+class VariantScope:
+    """The model variant a context runs, as a value: its active hook functions and its tag.
+
+    Shared work (a batch holding several users' rows of one variant) must not run inside any one
+    user's context, which also holds that user's stop test and other per-request state. It runs in a
+    neutral context instead, with only the variant applied from this value (:meth:`applied`).
+    """
+
+    active: Mapping[nn.Module, _Entries]
+    variant: str | None
+
+    @classmethod
+    def capture(cls) -> VariantScope:
+        """The calling context's variant."""
+        return cls(_ACTIVE.get(), MODEL_VARIANT.get())
+
+    @contextlib.contextmanager
+    def applied(self) -> Iterator[str | None]:
+        """Run this variant's hooks (and only them) in the calling context until the block ends."""
+        for module in self.active:
+            install(module)
+        reset_active, reset_variant = _ACTIVE.set(self.active), MODEL_VARIANT.set(self.variant)
+        try:
+            yield self.variant
+        finally:
+            MODEL_VARIANT.reset(reset_variant)
+            _ACTIVE.reset(reset_active)
 
 
 def install(module: nn.Module) -> None:

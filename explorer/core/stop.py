@@ -31,6 +31,12 @@ def uninstall(token) -> None:
     _STOP.reset(token)
 
 
+def current_test() -> Callable[[], str | None] | None:
+    """The calling job's stop test (None outside a stoppable job), for work handed to another thread
+    that must still answer to this job alone."""
+    return _STOP.get()
+
+
 def checkpoint() -> None:
     """Raise :class:`JobStopped` if the current job should stop; a no-op outside a stoppable job."""
     test = _STOP.get()

@@ -24,6 +24,7 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 
 import torch
@@ -33,11 +34,14 @@ from explorer.core.grid import Grid
 from explorer.core.hooks import MODEL_VARIANT
 from explorer.core.models import LoadedModel
 from explorer.core.results import CellInterpretation
+from explorer.core.stop import JobStopped, current_test
+from explorer.core.stop import install as install_stop
+from explorer.core.stop import uninstall as uninstall_stop
 from explorer.interpret.cache import ByteLRU
 from explorer.interpret.decode import GeneratedBatch, decode_greedy
 from explorer.interpret.prompt_state import PromptState, PromptStates
 from explorer.interpret.relevancy import RelevancyScorer
-from explorer.interpret.scheduler import BatchScheduler
+from explorer.interpret.scheduler import POLL_S, BatchScheduler, EngineError
 from explorer.interpret.settings import (
     MAX_BATCH_SIZE,
     MAX_NEW_TOKENS_LIMIT,
@@ -90,9 +94,11 @@ class Interpreter:
         return self.generate_now(vectors, settings, on_step)
 
     def generate_now(self, vectors: torch.Tensor, settings: InterpretSettings,
-                     on_step: Callable[[int, list[list[int]]], None] | None = None) -> GeneratedBatch:
-        """Greedy SelfIE generations for ``vectors`` (B, d); always greedy, whatever generation_config says."""
-        return decode_greedy(self.lm, self.prompt_state(settings), vectors, settings, on_step)
+                     on_step: Callable[[int, list[list[int]]], None] | None = None,
+                     keep: Callable[[list[int]], list[bool]] | None = None) -> GeneratedBatch:
+        """Greedy SelfIE generations for ``vectors`` (B, d); always greedy, whatever generation_config says
+        (``keep``: which rows are still wanted, asked once per step; see ``decode_greedy``)."""
+        return decode_greedy(self.lm, self.prompt_state(settings), vectors, settings, on_step, keep)
 
     def p_without(self, generated: Sequence[Sequence[int]], settings: InterpretSettings,
                   max_nodes: int = 512) -> list[list[float]]:
@@ -140,39 +146,48 @@ class Interpreter:
             else:
                 todo.append((layer, token))
         batches = [todo[start:start + batch_size] for start in range(0, len(todo), batch_size)]
-        ahead: Future | None = None
-        for i, batch in enumerate(batches):
+        test = _job_test(should_stop)
+        ahead: _Ahead | None = None
+        try:
+            for i, batch in enumerate(batches):
+                if should_stop is not None and should_stop():
+                    return
+                if stream_tokens:
+                    vectors = torch.stack([grid.hidden[layer, token] for layer, token in batch])
+                    gen = yield from self._generate_streaming(grid, batch, vectors, settings, priority, test)
+                else:
+                    gen = (ahead or self._generate_ahead(grid, batch, settings, priority, test)).result()
+                    ahead = None
+                    if i + 1 < len(batches) and not (should_stop is not None and should_stop()):
+                        ahead = self._generate_ahead(grid, batches[i + 1], settings, priority, test)
+                yield from self._finish_batch(grid, batch, gen, settings, relevancy)
+        except JobStopped:
             if should_stop is not None and should_stop():
-                if ahead is not None:
-                    ahead.cancel()
-                return
-            if stream_tokens:
-                vectors = torch.stack([grid.hidden[layer, token] for layer, token in batch])
-                gen = yield from self._generate_streaming(grid, batch, vectors, settings, priority)
-            else:
-                gen = (ahead or self._generate_ahead(grid, batch, settings, priority)).result()
-                ahead = None
-                if i + 1 < len(batches) and not (should_stop is not None and should_stop()):
-                    ahead = self._generate_ahead(grid, batches[i + 1], settings, priority)
-            yield from self._finish_batch(grid, batch, gen, settings, relevancy)
+                return  # Stop was pressed: the rows of this job left their batch; what was read stays
+            raise
+        finally:
+            if ahead is not None:
+                ahead.abandon()
 
     def _generate_ahead(self, grid: Grid, batch: list[tuple[int, int]], settings: InterpretSettings,
-                        priority: int) -> Future:
-        """Start decoding ``batch`` in a worker thread (same context: same edit); a future of it."""
-        future: Future = Future()
+                        priority: int, test: Callable[[], str | None] | None) -> _Ahead:
+        """Start decoding ``batch`` in a worker thread (same context: same edit, under the job's stop test)."""
+        ahead = _Ahead()
         ctx = contextvars.copy_context()
         vectors = torch.stack([grid.hidden[layer, token] for layer, token in batch])
 
         def work() -> None:
-            if not future.set_running_or_notify_cancel():
+            if not ahead.future.set_running_or_notify_cancel():
                 return
             try:
-                future.set_result(ctx.run(self.generate, vectors, settings, None, priority))
+                ahead.future.set_result(ctx.run(_under, test, ahead.stopped, self.generate, vectors, settings,
+                                                None, priority))
             except BaseException as e:
-                future.set_exception(e)
+                ahead.future.set_exception(e)
 
-        threading.Thread(target=work, name="selfie-decode", daemon=True).start()
-        return future
+        ahead.thread = threading.Thread(target=work, name="selfie-decode", daemon=True)
+        ahead.thread.start()
+        return ahead
 
     def _finish_batch(self, grid: Grid, batch: list[tuple[int, int]], gen: GeneratedBatch,
                       settings: InterpretSettings, relevancy: bool) -> Iterator[CellInterpretation]:
@@ -190,34 +205,40 @@ class Interpreter:
                 yield done
 
     def _generate_streaming(self, grid: Grid, batch: list[tuple[int, int]], vectors: torch.Tensor,
-                            settings: InterpretSettings, priority: int = 0):
+                            settings: InterpretSettings, priority: int = 0,
+                            test: Callable[[], str | None] | None = None):
         """Run ``generate`` in a worker (same context: same edit) and yield partial cells per step."""
         events: queue.Queue = queue.Queue()
         ctx = contextvars.copy_context()
+        gone = threading.Event()  # set when the consumer stops listening (its generator was closed)
 
         def work() -> None:
             try:
-                result = ctx.run(self.generate, vectors, settings,
+                result = ctx.run(_under, test, gone, self.generate, vectors, settings,
                                  lambda _s, ids: events.put(("step", [list(x) for x in ids])), priority)
                 events.put(("done", result))
             except BaseException as e:
                 events.put(("error", e))
 
-        threading.Thread(target=work, daemon=True).start()
-        while True:
-            kind, payload = events.get()
-            if kind == "error":
-                raise payload
-            if kind == "done":
-                return payload
-            # Only the newest snapshot matters when the consumer is slower than decoding.
-            while not events.empty():
-                nxt = events.queue[0]
-                if nxt[0] != "step":
-                    break
-                kind, payload = events.get()
-            for i, (layer, token) in enumerate(batch):
-                yield dataclasses.replace(self._make_cell(grid, layer, token, payload[i], []), partial=True)
+        thread = threading.Thread(target=work, name="selfie-stream", daemon=True)
+        thread.start()
+        try:
+            while True:
+                kind, payload = _next_event(events, thread)
+                if kind == "error":
+                    raise payload
+                if kind == "done":
+                    return payload
+                # Only the newest snapshot matters when the consumer is slower than decoding.
+                while not events.empty():
+                    nxt = events.queue[0]
+                    if nxt[0] != "step":
+                        break
+                    kind, payload = events.get()
+                for i, (layer, token) in enumerate(batch):
+                    yield dataclasses.replace(self._make_cell(grid, layer, token, payload[i], []), partial=True)
+        finally:
+            gone.set()
 
     def _make_cell(self, grid: Grid, layer: int, token: int, ids: list[int], p_with: list[float]) -> CellInterpretation:
         tok = self.lm.tokenizer
@@ -237,6 +258,66 @@ class Interpreter:
         state = self.prompt_state(settings)
         new = greedy_ids(self.lm, state.prompt.ids, settings.max_new_tokens)
         return self.lm.tokenizer.decode(new, skip_special_tokens=True).strip()
+
+
+class _Ahead:
+    """A batch decoding in a worker thread: its future, its thread, and a flag to let it go."""
+
+    def __init__(self) -> None:
+        self.future: Future = Future()
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def result(self) -> GeneratedBatch:
+        """Wait in short polls: a thread that died without an answer fails the wait, never hangs it."""
+        while True:
+            try:
+                return self.future.result(timeout=POLL_S)
+            except FutureTimeout:
+                if self.thread is not None and not self.thread.is_alive() and not self.future.done():
+                    raise EngineError("The decoding thread stopped unexpectedly; please try again.") from None
+
+    def abandon(self) -> None:
+        self.stopped.set()
+        self.future.cancel()
+
+
+def _job_test(should_stop: Callable[[], bool] | None) -> Callable[[], str | None] | None:
+    """The calling job's stop test, joined with its Stop button (``should_stop``)."""
+    outer = current_test()
+    if should_stop is None:
+        return outer
+
+    def test() -> str | None:
+        if should_stop():
+            return "Stopped."
+        return outer() if outer is not None else None
+
+    return test
+
+
+def _under(test: Callable[[], str | None] | None, gone: threading.Event, fn: Callable, *args):
+    """``fn(*args)`` with ``test`` (or its consumer having gone) as this thread's stop test."""
+    def joined() -> str | None:
+        if gone.is_set():
+            return "The request was abandoned."
+        return test() if test is not None else None
+
+    token = install_stop(joined)
+    try:
+        return fn(*args)
+    finally:
+        uninstall_stop(token)
+
+
+def _next_event(events: queue.Queue, thread: threading.Thread):
+    """The next item a worker thread puts, in short polls; a worker that died silently fails the wait."""
+    while True:
+        try:
+            return events.get(timeout=POLL_S)
+        except queue.Empty:
+            if not thread.is_alive() and events.empty():
+                raise EngineError("The decoding thread stopped unexpectedly; please try again.") from None
 
 
 def collect(iterator: Iterator[CellInterpretation]) -> dict[tuple[int, int], CellInterpretation]:

@@ -12,7 +12,6 @@ The grid's colour modes built on these live in ``explorer.methods.colouring``.
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -86,7 +85,7 @@ def token_identity(lm: LoadedModel, grid: Grid, rows: list[int] | None = None,
     full = rows is None and cols is None
     rows = list(range(grid.n_rows)) if rows is None else [int(r) for r in rows]
     cols = list(range(grid.n_tokens)) if cols is None else [int(c) for c in cols]
-    cached = _TI_CACHE.get(_ti_key(grid))
+    cached = lm.memo.get(_ti_key(grid))
     if cached is not None:
         return _slice(cached, rows, cols)
     cells = [(layer, col) for layer in rows for col in cols]
@@ -107,23 +106,17 @@ def token_identity(lm: LoadedModel, grid: Grid, rows: list[int] | None = None,
     own = grid.next_token_ids(lm)[cols]
     result = TokenIdentity(rows, cols, pred, prob, (pred == own[None, :]).astype(np.float32))
     if full:
-        _TI_CACHE[_ti_key(grid)] = result
-        while len(_TI_CACHE) > _TI_CACHE_SIZE:
-            _TI_CACHE.popitem(last=False)
+        lm.memo.put(_ti_key(grid), result)  # kept by the model it was computed with (bounded, locked)
     return result
 
 
-def token_identity_cached(grid: Grid) -> bool:
+def token_identity_cached(lm: LoadedModel, grid: Grid) -> bool:
     """Whether the whole grid's token identity is already known (for this model variant)."""
-    return _ti_key(grid) in _TI_CACHE
-
-
-_TI_CACHE: OrderedDict[tuple, TokenIdentity] = OrderedDict()
-_TI_CACHE_SIZE = 16  # whole grids: (N+1) x T ints and floats each, small
+    return _ti_key(grid) in lm.memo
 
 
 def _ti_key(grid: Grid) -> tuple:
-    return grid.fingerprint(), MODEL_VARIANT.get()
+    return "token_identity", grid.fingerprint(), MODEL_VARIANT.get()
 
 
 def _slice(ti: TokenIdentity, rows: list[int], cols: list[int]) -> TokenIdentity:

@@ -17,7 +17,6 @@ from explorer.ui.gallery_tab import build_gallery_row, wire_gallery
 from explorer.ui.guard import app_kwargs, install_input_checks
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
-from explorer.ui.validate import max_upload_bytes
 
 CSS = """
 .sx-details { font-size: 0.95rem; line-height: 1.5; padding: 0.4em 0.2em; }
@@ -60,7 +59,9 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
         registry.forget_session(s)
         s.close()
 
-    with gr.Blocks(title="SelfIE Explorer") as demo:
+    # Uploaded files and other temporary files older than 15 minutes are deleted every 5 minutes (a handler
+    # reads and deletes its upload at once; this cleans what nobody read).
+    with gr.Blocks(title="SelfIE Explorer", delete_cache=(300, 900)) as demo:
         session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
         gr.Markdown(INTRO)
         banner, _projector = classroom.build_header()
@@ -120,5 +121,7 @@ def launch(model: str | None = None, host: str = "127.0.0.1", port: int = 7860, 
     if os.environ.get("SELFIE_AUTH"):
         user, _, password = os.environ["SELFIE_AUTH"].partition(":")
         auth = (user, password)
+    # No fixed max_file_size: the guard applies max_upload_bytes() per request, which grows when a model
+    # with larger exports is loaded.
     demo.launch(server_name=host, server_port=port, css=CSS, auth=auth, show_error=not config.public,
-                app_kwargs=app_kwargs(), max_file_size=max_upload_bytes(), **kwargs)
+                app_kwargs=app_kwargs(), **kwargs)

@@ -11,11 +11,13 @@ the grid) and puts the stored readings back: readings are never recomputed.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import os
 import re
 import tempfile
 import threading
+import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -96,21 +98,18 @@ def open_text(registry: ModelRegistry, session: Session, text: str,
     return explore.View(settled.figure, settled.details, settled.table, view.status)
 
 
-_OPENED: dict[tuple, tuple[Session, explore.View]] = {}  # an entry as first opened: its session and view
-_OPEN_LOCK = threading.Lock()
-
-
 def open_entry(registry: ModelRegistry, session: Session, name: str) -> tuple[GalleryEntry, explore.View]:
     """Open an entry into ``session``. The first opening in this process runs the prompt once; later
     ones reuse that grid and view (grids are shared read-only, readings copied), so they are instant."""
     entry = find(name)
     key = (entry.name, entry.path.stat().st_mtime, session.colour_mode, registry.check_allowed(""))
-    with _OPEN_LOCK:
-        opened = _OPENED.get(key)
+    with registry.gallery_lock:  # one opening per entry; kept by the registry (bounded), keyed by content
+        opened = registry.memo.get(("gallery", *key))
         if opened is None:
             first = Session(model=session.model, colour_mode=session.colour_mode)
             view = open_text(registry, first, entry.path.read_text(encoding="utf-8"), entry.selected)
-            opened = _OPENED[key] = (first, view)
+            opened = (first, view)
+            registry.memo.put(("gallery", *key), opened)
             registry.forget_session(first)
     first, view = opened
     with session.lock:
@@ -141,11 +140,69 @@ def share_dir() -> Path:
     return d
 
 
-def save_shared(session: Session) -> str:
-    """Export the session into the share folder; returns the id for a ``?session=ID`` link."""
-    share_id = uuid.uuid4().hex[:16]
-    (share_dir() / f"{share_id}.json").write_text(export_session(explore.snapshot(session)), encoding="utf-8")
+@dataclass(frozen=True)
+class ShareQuota:
+    """How much the share folder may hold: files, megabytes, and how long a link lives (README lists them)."""
+
+    max_files: int = 200
+    max_mb: float = 256.0
+    ttl_hours: float = 168.0
+
+    @classmethod
+    def from_env(cls) -> ShareQuota:
+        return cls(int(os.environ.get("SELFIE_SHARE_MAX_FILES", "200")),
+                   float(os.environ.get("SELFIE_SHARE_MAX_MB", "256")),
+                   float(os.environ.get("SELFIE_SHARE_TTL_HOURS", "168")))
+
+
+_SHARE_LOCK = threading.Lock()
+
+
+def save_shared(session: Session, quota: ShareQuota | None = None) -> str:
+    """Export the session into the share folder; returns the id for a ``?session=ID`` link.
+
+    The id is a hash of the file's content, so sharing the same view twice writes one file (and
+    refreshes its age). Expired links are removed, then the oldest ones until the folder fits the
+    quota with the new file; a single view larger than the whole quota is refused with a sentence.
+    """
+    quota = quota or ShareQuota.from_env()
+    text = export_session(explore.snapshot(session)).encode("utf-8")
+    if len(text) > quota.max_mb * 2**20:
+        raise InputError(f"This view is too large to share from this server ({len(text) / 2**20:.1f} MB; the share "
+                         f"limit is {quota.max_mb:g} MB): download it with Share this session instead.")
+    share_id = hashlib.sha256(text).hexdigest()[:16]
+    folder = share_dir()
+    path = folder / f"{share_id}.json"
+    with _SHARE_LOCK:
+        if path.is_file():
+            os.utime(path)  # the same view shared again: one file, a fresh age
+            return share_id
+        _prune(folder, quota, incoming=len(text))
+        tmp = folder / f".{share_id}.{uuid.uuid4().hex[:6]}.tmp"
+        tmp.write_bytes(text)
+        tmp.replace(path)
     return share_id
+
+
+def _prune(folder: Path, quota: ShareQuota, incoming: int = 0) -> None:
+    """Remove expired share files, then the oldest ones until ``incoming`` more bytes fit the quota."""
+    now = time.time()
+    files = []
+    for f in folder.glob("*.json"):
+        try:
+            st = f.stat()
+        except OSError:
+            continue
+        if now - st.st_mtime > quota.ttl_hours * 3600:
+            f.unlink(missing_ok=True)
+        else:
+            files.append((st.st_mtime, st.st_size, f))
+    files.sort()
+    total = sum(size for _, size, _ in files)
+    while files and (len(files) + 1 > quota.max_files or total + incoming > quota.max_mb * 2**20):
+        _, size, f = files.pop(0)
+        f.unlink(missing_ok=True)
+        total -= size
 
 
 def open_shared(registry: ModelRegistry, session: Session, share_id: str) -> explore.View:
@@ -153,7 +210,8 @@ def open_shared(registry: ModelRegistry, session: Session, share_id: str) -> exp
         raise InputError("That session link is not valid.")
     path = share_dir() / f"{share_id}.json"
     if not path.is_file():
-        raise InputError("That shared session no longer exists on this server.")
+        raise InputError("That shared session no longer exists on this server (links expire, and the oldest are "
+                         "removed when the server's share space is full).")
     view = open_text(registry, session, path.read_text(encoding="utf-8"))
     view.status = f"Shared session {share_id}. {view.status}"
     return view

@@ -5,7 +5,6 @@ token-identity colouring computed once per grid as a stoppable job with a progre
 from __future__ import annotations
 
 import contextlib
-from collections import OrderedDict
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -52,28 +51,23 @@ def user_start(lm, grid: Grid) -> int:
     return n if 0 < n < grid.n_tokens and list(grid.token_ids[:n]) == list(ids) else 0
 
 
-_BASE_CACHE: OrderedDict[tuple, ColourLayer | None] = OrderedDict()
-
-
 def base_layer(ex: Explorer, session: Session, cols: list[int]) -> ColourLayer | None:
     """The grid's colour layer, kept per grid, mode and window: a job's redraws only change the overlay."""
     grid = session.require_grid()
     mode = session.colour_mode
     # Outside a job (no variant set yet) read the session's own model variant, as its jobs do.
     with session.job_context(ex.lm) if MODEL_VARIANT.get() is None else contextlib.nullcontext():
-        if mode == "token_identity" and not token_identity_cached(grid):
+        if mode == "token_identity" and not token_identity_cached(ex.lm, grid):
             return None  # computed by its own stoppable job (colour_job); drawn plain meanwhile
         concept = None
         if mode.startswith("concept:"):  # a concept of this session (never a global mode)
             concept = session.concepts.get(mode.partition(":")[2].strip())
             if concept is None:
                 raise InputError("That concept is no longer in your session: train or load it in the Concepts tab.")
-        key = (grid.fingerprint(), mode, cols[0] if cols else 0, len(cols), MODEL_VARIANT.get(), id(ex), id(concept))
-        if key not in _BASE_CACHE:
-            _BASE_CACHE[key] = concept.colour(grid, cols) if concept is not None else colour_layer(mode, grid, ex.lm, cols)
-            while len(_BASE_CACHE) > 16:
-                _BASE_CACHE.popitem(last=False)
-        return _BASE_CACHE[key]
+        key = ("colour_layer", grid.fingerprint(), mode, tuple(cols), MODEL_VARIANT.get(),
+               concept.content_id() if concept is not None else None)
+        return ex.lm.memo.get_or_compute(
+            key, lambda: concept.colour(grid, cols) if concept is not None else colour_layer(mode, grid, ex.lm, cols))
 
 
 def colour_pending(registry: ModelRegistry, session: Session) -> bool:
@@ -81,7 +75,7 @@ def colour_pending(registry: ModelRegistry, session: Session) -> bool:
     if session.grid is None or session.colour_mode != "token_identity":
         return False
     with session.job_context(registry.get(session.model).lm):
-        return not token_identity_cached(session.grid)
+        return not token_identity_cached(registry.get(session.model).lm, session.grid)
 
 
 def colour_job(registry: ModelRegistry, session: Session) -> Iterator[tuple[dict | None, str]]:

@@ -17,6 +17,10 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
+import threading
+import time
+from collections import deque
 from typing import Any
 
 from explorer.ui.validate import max_upload_bytes
@@ -29,9 +33,41 @@ NONFINITE = "\u0000selfie-non-finite-number\u0000"  # what the guard puts where 
 MULTIPART_SLACK = 64 * 2**10
 
 
+class UploadLedger:
+    """Uploads of the last minute, counted per client address and in bytes overall.
+
+    Gradio keeps every uploaded file until its cache is cleaned (the app cleans it every few
+    minutes), whether or not a handler ever reads it; without a count, anyone could fill the disk
+    with files just under the size limit. Over either limit an upload is refused with a sentence.
+    """
+
+    def __init__(self, per_client: int | None = None, window_mb: float | None = None, window_s: float = 60.0):
+        self.per_client = per_client if per_client is not None else int(os.environ.get("SELFIE_UPLOADS_PER_MINUTE", "20"))
+        mb = window_mb if window_mb is not None else float(os.environ.get("SELFIE_UPLOAD_MB_PER_MINUTE", "256"))
+        self.window_bytes = int(mb * 2**20)
+        self.window_s = window_s
+        self._seen: deque[tuple[float, str, int]] = deque()
+        self._lock = threading.Lock()
+
+    def admit(self, client: str, nbytes: int) -> str | None:
+        """Record an upload, or return the sentence refusing it."""
+        now = time.monotonic()
+        with self._lock:
+            while self._seen and now - self._seen[0][0] > self.window_s:
+                self._seen.popleft()
+            if sum(1 for _, c, _ in self._seen if c == client) >= self.per_client:
+                return (f"Too many uploads from your address: this server accepts {self.per_client} a minute; "
+                        "please wait a moment.")
+            if sum(n for _, _, n in self._seen) + nbytes > self.window_bytes:
+                return "The server is receiving too many uploads right now; please try again in a minute."
+            self._seen.append((now, client, nbytes))
+        return None
+
+
 class RequestGuard:
     def __init__(self, app):
         self.app = app
+        self.uploads = UploadLedger()
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http" or scope.get("method") != "POST":
@@ -51,7 +87,7 @@ class RequestGuard:
                 return
             body = message.get("body", b"")
             size += len(body)
-            if size > MAX_BODY:
+            if size > max(MAX_BODY, max_upload_bytes() + MULTIPART_SLACK):  # a session file may come as text
                 await _reject(send, 413, "The request is too large for this server.")
                 return
             chunks.append(body)
@@ -71,6 +107,11 @@ class RequestGuard:
         too_big = (f"The file is too large: this server accepts files up to {max_upload_bytes() / 2**20:g} MB.")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             await _reject(send, 413, too_big)
+            return
+        client = (scope.get("client") or ("?", 0))[0]
+        refusal = self.uploads.admit(str(client), int(declared) if declared is not None and declared.isdigit() else 0)
+        if refusal is not None:
+            await _reject(send, 429, refusal)
             return
         seen = 0
         refused = False

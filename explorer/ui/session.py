@@ -22,12 +22,13 @@ from pathlib import Path
 from explorer.api import Explorer
 from explorer.core.errors import InputError, ModelLoadError
 from explorer.core.grid import Grid
-from explorer.core.hooks import MODEL_VARIANT
+from explorer.core.memo import Memo
 from explorer.core.models import DEFAULT_MODEL, forget_loaded, load_model, model_nbytes, normalise_spec
 from explorer.core.results import InterpretationSet
 from explorer.interpret.cache import ByteLRU, cache_owner
 from explorer.methods.crossmodel import CrossReader
-from explorer.ui import zerogpu
+from explorer.methods.model_state import ModelState
+from explorer.ui import validate, zerogpu
 from explorer.ui.background import JobSlots
 
 MODEL_PRESETS = [
@@ -89,6 +90,8 @@ class ModelRegistry:
         self.evicted_models: list[str] = []
         # Control training and steering, across all sessions (held by the worker thread, see JobSlots)
         self.control = JobSlots(config.max_control_jobs, "control jobs")
+        self.memo = Memo(32)  # what every user shares beyond the models (gallery entries as first opened)
+        self.gallery_lock = threading.Lock()
 
     def check_allowed(self, spec: str) -> str:
         """The normalised spec if this server may load it, else InputError (one sentence, no paths)."""
@@ -157,6 +160,10 @@ class ModelRegistry:
         if zerogpu.enabled():  # only pure computations cross into the GPU worker
             zerogpu.route_through_gpu(ex, key)
         ex.interpreter.enable_batching()
+        ex.interpreter.scheduler.request_timeout_s = self.config.job_time_limit_s  # type: ignore[union-attr]
+        # A session file with a control edit carries one MLP's weights as base64: accept it back.
+        mlp = sum(t.numel() * 4 for t in ex.lm.arch.mlps[0].parameters())
+        validate.allow_exports_of(mlp * 4 // 3 + 4 * 2**20)
         return ex
 
     def in_use(self) -> set[str]:
@@ -304,7 +311,6 @@ class Session:
         # Every tab assigns ``session.edit`` directly: stamp the time here so the banner can say since when.
         if name == "edit" and value is not getattr(self, "edit", None):
             object.__setattr__(self, "edit_since", None if value is None else time.time())
-            zerogpu.remember_edit(value)
         object.__setattr__(self, name, value)
 
     def __deepcopy__(self, memo) -> Session:
@@ -329,15 +335,19 @@ class Session:
             raise InputError("Run a prompt first: the grid is empty.")
         return self.grid
 
+    @property
+    def model_state(self) -> ModelState:
+        """The session's changes to the model as one value (its edit and its concept steering)."""
+        return ModelState(self.edit, self.concept_steer)  # type: ignore[arg-type]
+
     @contextlib.contextmanager
     def job_context(self, lm) -> Iterator[None]:
         """Where this session's jobs run: its own control edit and concept steering applied, cache
         entries charged to it."""
-        from explorer.methods.control import applied
-
-        steer = self.concept_steer.context(lm) if self.concept_steer is not None else contextlib.nullcontext()
-        with applied(lm, self.edit), steer, cache_owner(self.session_id):
-            self.variant_tag = MODEL_VARIANT.get()  # what this session's readings are now made under
+        state = self.model_state
+        with state.applied(lm) as variant, cache_owner(self.session_id):
+            self.variant_tag = variant  # what this session's readings are now made under
+            zerogpu.remember_state(variant, state)
             yield
 
     def workdir(self) -> Path:

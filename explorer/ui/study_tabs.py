@@ -19,12 +19,19 @@ from explorer.ui.session import MODEL_PRESETS, ModelRegistry, Session
 MAX_CROSS_TOKENS = 32
 
 
-def _study_job(registry: ModelRegistry, work):
-    """Run ``work()`` as a stoppable job: it stops when its client leaves or passes the time limit;
-    yields None while it is quiet (so Gradio can notice a departed client), then its result."""
+def _study_job(registry: ModelRegistry, work, session: Session | None = None):
+    """Run ``work()`` as a stoppable job, under ``session``'s model state (its edit and steering) when
+    given: it stops when its client leaves or passes the time limit; yields None while it is quiet (so
+    Gradio can notice a departed client), then its result."""
+    context = (lambda: session.job_context(registry.get(session.model).lm)) if session is not None else None
     for item in iterate_in_thread(lambda: iter([work()]), time_limit_s=registry.config.job_time_limit_s,
-                                  heartbeat_s=1.0, stale_s=6.0):
+                                  heartbeat_s=1.0, stale_s=6.0, **({"context": context} if context else {})):
         yield None if item is TICK else item
+
+
+def read_with(session: Session) -> str:
+    """The sentence each study tab shows: which model its readings use."""
+    return f"Read with {html.escape(session.model_state.describe())} (this session's model)."
 
 
 def _layers(text: str, n_layers: int) -> list[int]:
@@ -51,6 +58,7 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
     colouring = gr.Radio([("readings differ", "readings"), ("region-code Hamming distance (MLP geometry)", "hamming")],
                          value="readings", label="Colour the comparison by", elem_id="sx-compare-colouring")
     run = gr.Button("Compare", variant="primary")
+    note = gr.Markdown(elem_id="sx-compare-note")
     plot = gr.Plot()
     table = gr.Dataframe(headers=["layer", "token_a", "token_b", "text_a", "text_b", "reading_a", "reading_b", "differs"],
                          column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
@@ -65,13 +73,15 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             layer_list = _layers(ls, ex.lm.n_layers)
             settings = ex.settings(max_new_tokens=_as_int("max new tokens", mn, 1, 64))
             progress(0.1, desc="interpreting both prompts")
-            job = _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings, colouring=colour))
+            job = _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings, colouring=colour),
+                             sess)
             for cmp in job:
-                yield (gr.skip(), gr.skip()) if cmp is None else (go.Figure(cmp.figure()), pd.DataFrame(cmp.rows()))
+                yield ((gr.skip(),) * 3 if cmp is None
+                       else (go.Figure(cmp.figure()), pd.DataFrame(cmp.rows()), read_with(sess)))
         except Exception as e:
             raise user_error(e) from None
 
-    run.click(on_compare, [session, a, b, layers, max_new, colouring], [plot, table], concurrency_id="study",
+    run.click(on_compare, [session, a, b, layers, max_new, colouring], [plot, table, note], concurrency_id="study",
               concurrency_limit=1)
 
 
@@ -86,6 +96,7 @@ def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -
         samples = gr.Slider(1, 10, value=3, step=1, label="Samples per task (attributes)")
         step = gr.Slider(1, 10, value=5, step=1, label="Every n-th layer")
     run = gr.Button("Run evaluation", variant="primary")
+    note = gr.Markdown(elem_id="sx-evaluate-note")
     plot = gr.Plot()
     with gr.Row():
         ti_table = gr.Dataframe(label="Token identity precision@1")
@@ -96,12 +107,12 @@ def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -
             lm = registry.get(sess.model).lm
             layers = list(range(0, lm.n_layers + 1, _as_int("layer step", every, 1, 10)))
             n_pos_i, n_samples_i = _as_int("positions", n_pos, 1, 200), _as_int("samples", n_samples, 1, 10)
-            for out in _study_job(registry, lambda: evaluation(lm, layers, n_pos_i, n_samples_i, progress)):
-                yield (gr.skip(),) * 3 if out is None else out
+            for out in _study_job(registry, lambda: evaluation(lm, layers, n_pos_i, n_samples_i, progress), sess):
+                yield (gr.skip(),) * 4 if out is None else (*out, read_with(sess))
         except Exception as e:
             raise user_error(e) from None
 
-    run.click(on_eval, [session, positions, samples, step], [plot, ti_table, att_table], concurrency_id="study",
+    run.click(on_eval, [session, positions, samples, step], [plot, ti_table, att_table, note], concurrency_id="study",
               concurrency_limit=1)
 
 
@@ -176,7 +187,8 @@ def cross_read(registry: ModelRegistry, session: Session, reader: str, source_la
                f"**{html.escape(reader)}**, fitted by least "
                f"squares on {cr.n_tokens} tokens of shared text: R² {mapping.r2_train:.2f} on the fitting tokens, "
                f"**{mapping.r2_heldout:.2f} on held-out tokens** (how much of the reader's state the map recovers; "
-               "readings through a map with low R² say little).")
+               "readings through a map with low R² say little). Your grid's states and both readings use "
+               f"{html.escape(session.model_state.describe())}; the map itself is fitted on the stock models.")
     return summary, pd.DataFrame(rows)
 
 

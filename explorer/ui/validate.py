@@ -18,13 +18,23 @@ from explorer.core.errors import InputError
 CHARS_PER_TOKEN = 20  # a prompt longer than max tokens x this is refused before it is tokenised
 
 
+_EXPORT_FLOOR = [0]  # bytes: the largest session file this server itself can export (see allow_exports_of)
+
+
 def max_upload_bytes() -> int:
-    """The largest upload a handler reads (``SELFIE_MAX_UPLOAD_MB``, default 8)."""
+    """The largest upload a handler reads: ``SELFIE_MAX_UPLOAD_MB`` (default 8), but never less than the
+    largest session file this server exports, so an exported session always imports back."""
     try:
         mb = float(os.environ.get("SELFIE_MAX_UPLOAD_MB", "8"))
     except ValueError:
         mb = 8.0
-    return int(max(0.01, mb) * 2**20)
+    return max(int(max(0.01, mb) * 2**20), _EXPORT_FLOOR[0])
+
+
+def allow_exports_of(nbytes: int) -> None:
+    """A model was loaded whose session exports (with a control edit: one MLP's weights as base64) can
+    reach ``nbytes``: raise the upload limit to take them back."""
+    _EXPORT_FLOOR[0] = max(_EXPORT_FLOOR[0], int(nbytes))
 
 
 def _number(name: str, value: Any, kind: str) -> float:

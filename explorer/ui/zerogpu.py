@@ -9,31 +9,39 @@ plain tensors, lists, dicts and frozen settings:
 - :func:`generate_ids`: states -> the SelfIE reading's token ids and their probabilities,
 - :func:`score_without`: generated ids -> their probabilities without the state (relevancy).
 
-A control edit travels as :func:`edit_payload` (its layer, CPU tensors and metadata). Sessions,
+The session's model state (control edit and concept steering) travels as a picklable payload
+(:meth:`ModelState.payload`), found by the variant tag the call runs under; a variant this
+process does not know fails the call rather than computing it with the stock model. Sessions,
 grids and results are built and changed only in the main process, from what these return.
 Outside ZeroGPU (``SPACES_ZERO_GPU`` unset) nothing is rerouted and :func:`on_gpu` is a no-op.
 """
 
 from __future__ import annotations
 
+import contextvars
 import os
-import weakref
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from explorer.core.errors import InputError
 from explorer.core.grid import Grid, capture_ids, decode_tokens, tokenize_prompt
 from explorer.core.hooks import MODEL_VARIANT
 from explorer.core.models import LoadedModel, load_model
 from explorer.interpret.decode import GeneratedBatch
 from explorer.interpret.engine import Interpreter, InterpretSettings
+from explorer.methods.model_state import ModelState
 
 _MODELS: dict[str, LoadedModel] = {}  # filled in the main process; a forked worker inherits it
 _INTERPRETERS: dict[str, Interpreter] = {}
-_EDITS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()  # edit id -> Edit, for the payload
+_STATES: OrderedDict[str, ModelState] = OrderedDict()  # variant tag -> the state that makes it
+_STATES_LOCK = threading.Lock()
+_STATES_SIZE = 512
 
-EditPayload = dict  # {"layer": int, "params": {name: CPU tensor}, "meta": dict}
+StatePayload = dict  # ModelState.payload(): {"edit": {...} | None, "steering": Steering | None}
 _MAIN_PID = os.getpid()
 
 
@@ -64,18 +72,21 @@ def register(spec: str, lm: LoadedModel) -> None:
     _MODELS[spec] = lm
 
 
-def remember_edit(edit: Any) -> None:
-    """Keep a handle on a session's edit by id, so a job running under its variant can send it along."""
-    if edit is not None:
-        _EDITS[edit.edit_id] = edit
+def remember_state(variant: str | None, state: ModelState) -> None:
+    """Remember which model state makes ``variant``, so work running under that variant (a shared
+    batch, in a neutral context) can send the state along to the GPU worker."""
+    if variant is None:
+        return
+    with _STATES_LOCK:
+        _STATES[variant] = state
+        _STATES.move_to_end(variant)
+        while len(_STATES) > _STATES_SIZE:
+            _STATES.popitem(last=False)
 
 
-def edit_payload(edit: Any) -> EditPayload | None:
-    """A picklable copy of a control edit (None stays None)."""
-    if edit is None:
-        return None
-    return {"layer": int(edit.layer), "params": {k: v.detach().to("cpu") for k, v in edit.params.items()},
-            "meta": dict(edit.meta)}
+def state_payload(state: ModelState | None) -> StatePayload | None:
+    """A picklable copy of a model state (None and the stock model: None)."""
+    return None if state is None or state.is_stock else state.payload()
 
 
 def _model(spec: str) -> LoadedModel:
@@ -94,14 +105,11 @@ def _interpreter(spec: str) -> Interpreter:
     return it
 
 
-def _edited(lm: LoadedModel, payload: EditPayload | None):
-    from explorer.methods.control import Edit, applied
-
-    edit = None if payload is None else Edit(layer=payload["layer"], params=payload["params"], meta=payload["meta"])
-    return applied(lm, edit)
+def _edited(lm: LoadedModel, payload: StatePayload | None):
+    return ModelState.from_payload(payload).applied(lm)
 
 
-def capture_states(spec: str, ids: list[int], edit: EditPayload | None = None) -> torch.Tensor:
+def capture_states(spec: str, ids: list[int], edit: StatePayload | None = None) -> torch.Tensor:
     """Token ids -> (n_layers + 1, T, d) float32 CPU states of every layer (row 0 = embeddings)."""
     lm = _model(spec)
     with _edited(lm, edit):
@@ -109,7 +117,7 @@ def capture_states(spec: str, ids: list[int], edit: EditPayload | None = None) -
 
 
 def generate_ids(spec: str, vectors: torch.Tensor, settings: InterpretSettings,
-                 edit: EditPayload | None = None) -> tuple[list[list[int]], list[list[float]], int]:
+                 edit: StatePayload | None = None) -> tuple[list[list[int]], list[list[float]], int]:
     """States (B, d) -> the greedy SelfIE readings: (ids per row, p(y_j | with state) per row, steps)."""
     it = _interpreter(spec)
     with _edited(it.lm, edit):
@@ -118,7 +126,7 @@ def generate_ids(spec: str, vectors: torch.Tensor, settings: InterpretSettings,
 
 
 def score_without(spec: str, generated: list[list[int]], settings: InterpretSettings,
-                  edit: EditPayload | None = None) -> list[list[float]]:
+                  edit: StatePayload | None = None) -> list[list[float]]:
     """Generated ids -> p(y_j | the template with its placeholders unpatched), per row."""
     it = _interpreter(spec)
     with _edited(it.lm, edit):
@@ -130,12 +138,23 @@ _generate_gpu = on_gpu(generate_ids)
 _score_gpu = on_gpu(score_without)
 
 
-def _current_edit() -> EditPayload | None:
+def _fresh(fn: Callable, *args):
+    """``fn(*args)`` in an empty context, as in the GPU worker: the model state comes from the payload alone
+    (never also from hooks the calling context has active)."""
+    return contextvars.Context().run(fn, *args)
+
+
+def _current_edit() -> StatePayload | None:
+    """The payload of the model state the calling context runs (None: the stock model)."""
     variant = MODEL_VARIANT.get()
     if variant is None:
         return None
-    edit = _EDITS.get(variant.split("+", 1)[0])
-    return edit_payload(edit)
+    with _STATES_LOCK:
+        state = _STATES.get(variant)
+    if state is None:
+        raise InputError("This reading's model variant is no longer known to the server; apply your edit or "
+                         "steering again.")
+    return state_payload(state)
 
 
 def route_through_gpu(ex: Any, spec: str) -> None:
@@ -148,20 +167,22 @@ def route_through_gpu(ex: Any, spec: str) -> None:
 
     def run(prompt: str, *, chat: bool = False) -> Grid:
         ids = tokenize_prompt(lm, prompt, chat=chat, max_tokens=ex.max_prompt_tokens)
-        hidden = _capture_gpu(spec, ids, _current_edit())
+        hidden = _fresh(_capture_gpu, spec, ids, _current_edit())
         texts, special = decode_tokens(lm.tokenizer, ids)
         prov = lm.provenance() | {"chat_wrapped": chat, "edit_id": MODEL_VARIANT.get()}
         return Grid(prompt=prompt, token_ids=ids, tokens=texts, special=special, hidden=hidden, provenance=prov,
                     chat=chat)
 
-    def generate_now(vectors: torch.Tensor, settings: InterpretSettings, on_step=None) -> GeneratedBatch:
-        ids, p_with, steps = _generate_gpu(spec, vectors.detach().to("cpu"), settings, _current_edit())
+    def generate_now(vectors: torch.Tensor, settings: InterpretSettings, on_step=None, keep=None) -> GeneratedBatch:
+        ids, p_with, steps = _fresh(_generate_gpu, spec, vectors.detach().to("cpu"), settings, _current_edit())
         if on_step is not None:
             on_step(steps, ids)  # one snapshot: the worker cannot stream steps back
-        return GeneratedBatch(ids=ids, p_with=p_with, steps=steps)
+        # The worker cannot be asked per step: rows no longer wanted are dropped once it is done.
+        dropped = frozenset(i for i in range(len(ids)) if keep is not None and not keep([i])[0])
+        return GeneratedBatch(ids=ids, p_with=p_with, steps=steps, dropped=dropped)
 
     def p_without(generated, settings: InterpretSettings, max_nodes: int = 512) -> list[list[float]]:
-        return _score_gpu(spec, [list(g) for g in generated], settings, _current_edit())
+        return _fresh(_score_gpu, spec, [list(g) for g in generated], settings, _current_edit())
 
     ex.run = run
     it.generate_now = generate_now

@@ -10,7 +10,9 @@ import torch
 
 from explorer.core.grid import tokenize_prompt
 from explorer.interpret.engine import make_settings
+from explorer.methods.concepts import Concept, Probe, Steering
 from explorer.methods.control import Edit, applied
+from explorer.methods.model_state import ModelState
 from explorer.ui import zerogpu
 
 PROMPT = "The Eiffel Tower is in the city of"
@@ -85,7 +87,7 @@ def test_generate_and_relevancy_in_a_forked_worker_match_the_direct_call(lm, spe
 
 def test_an_edit_travels_as_a_payload_and_acts_in_the_worker(lm, spec):
     edit = _edit(lm)
-    payload = zerogpu.edit_payload(edit)
+    payload = zerogpu.state_payload(ModelState(edit=edit))
     pickle.loads(pickle.dumps(payload))  # plain tensors, lists and dicts only
     ids = tokenize_prompt(lm, PROMPT)
     forked = in_forked_worker("capture_states", spec, ids, payload)
@@ -116,3 +118,43 @@ def test_the_app_routes_through_the_pure_functions_when_zerogpu_is_set(lm, monke
     cell = sess.results.get(15, 7)
     direct = zerogpu.generate_ids("default", sess.grid.hidden[15, 7][None], settings)[0][0]
     assert cell.generated_ids == direct
+
+
+def _steering(lm) -> Steering:
+    """A GCAV steering along a real direction of row 6 (a state minus the prompt's mean), strong enough
+    to move every state of the prompt and so to change readings."""
+    from explorer.core.grid import capture
+
+    g = capture(lm, PROMPT)
+    states = g.hidden[6, 1:].double()
+    w = ((states[2] - states.mean(0)) / (states[2] - states.mean(0)).norm() * 0.05).numpy()
+    probe = Probe(layer=6, w=w, b=float(-(states.numpy() @ w).max() - 3.0), accuracy=1.0, auc=1.0,
+                  train_accuracy=1.0, typical_norm=float(states.norm(dim=-1).mean()), separation=1.0)
+    return Steering((Concept("synthetic", lm.model_id, "last", {6: probe}),), ("add",), (0.9,), (6,))
+
+
+def test_concept_steering_travels_to_the_worker_with_its_variant(lm, monkeypatch):
+    """A session that only steers (no edit) reads through the GPU functions steered, as it reads directly."""
+    from explorer.ui import explore
+    from explorer.ui.session import AppConfig, ModelRegistry, Session
+
+    monkeypatch.setenv("SPACES_ZERO_GPU", "1")
+    seen: list[object] = []
+    real = zerogpu._generate_gpu
+    monkeypatch.setattr(zerogpu, "_generate_gpu", lambda *a: (seen.append(a[-1]), real(*a))[1])
+    registry = ModelRegistry(AppConfig())
+    steered, stock = Session(), Session()
+    steered.concept_steer = _steering(lm)
+    settings = registry.get("default").settings("refers_to", max_new_tokens=6)
+    for s in (steered, stock):
+        explore.run_prompt(registry, s, "default", PROMPT, False)
+        for _view in explore.interpret_cells(registry, s, [(15, 7)], settings, batch_size=1):
+            pass
+    assert seen[0] is not None and seen[0]["steering"] is not None and seen[0]["edit"] is None
+    assert seen[1] is None  # the stock session sends no state
+    # The reading equals the same state read directly under the same steering, and differs from stock.
+    with ModelState(steering=steered.concept_steer).applied(lm):
+        direct = zerogpu.generate_ids("default", steered.grid.hidden[15, 7][None], settings)[0][0]
+    assert steered.results.get(15, 7).generated_ids == direct
+    assert steered.results.get(15, 7).generated_ids != stock.results.get(15, 7).generated_ids
+    assert steered.results.get(15, 7).variant is not None and stock.results.get(15, 7).variant is None

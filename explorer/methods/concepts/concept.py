@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import html
 import json
 import time
@@ -91,6 +92,15 @@ class Concept:
         p = self.probes
         ranked = sorted(self.layers, key=lambda r: (-p[r].accuracy, -np.nan_to_num(p[r].auc), -p[r].separation, r))
         return sorted(ranked[:max(1, n)])
+
+    def content_id(self) -> str:
+        """A hash of what the concept computes (name, model, pooling and every probe), for cache keys."""
+        h = hashlib.sha1(repr((self.name, self.model_id, self.pooling)).encode())
+        for r in self.layers:
+            p = self.probes[r]
+            h.update(repr((r, p.b, p.typical_norm)).encode())
+            h.update(np.ascontiguousarray(p.w, dtype=np.float64).tobytes())
+        return h.hexdigest()[:16]
 
     def check_model(self, lm: LoadedModel) -> None:
         if self.model_id != lm.model_id:

@@ -22,8 +22,10 @@ import contextlib
 import hashlib
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass, field
+from types import MappingProxyType
 
 import numpy as np
 import torch
@@ -184,30 +186,43 @@ def _at_row(lm: LoadedModel, layer: int, fn, variant: str) -> Iterator[None]:
             yield
 
 
+# The step log of each GCAV steering entered in this context, by its variant tag. The hook reads it at
+# call time, so a pass run elsewhere (a shared batch holding several users' rows, in a neutral
+# context) is logged to nobody's log rather than to whichever user's closure came first.
+_LOGS: ContextVar[Mapping[str, StepLog]] = ContextVar("explorer_gcav_logs", default=MappingProxyType({}))
+
+
 @contextlib.contextmanager
 def gcav(lm: LoadedModel, targets: Sequence[Target], layers: Sequence[int], *,
          max_norm_ratio: float = 8.0, log: StepLog | None = None) -> Iterator[StepLog]:
-    """Run the model with GCAV steering toward every target at every row in ``layers``."""
+    """Run the model with GCAV steering toward every target at every row in ``layers``; yields the log of
+    this context's own passes."""
     if not targets:
         raise InputError("Choose at least one concept to steer.")
     rows = check_layers(lm, layers, [t.probes for t in targets])
     tag = variant_id("gcav", [x for t in targets for x in (t.name, t.mode, t.p0)] + rows +
                      [t.probes[r].w for t in targets for r in rows])
     log = log if log is not None else StepLog()
-    with contextlib.ExitStack() as stack:
-        for row in rows:
-            counter = [0]
+    reset = _LOGS.set(MappingProxyType({**_LOGS.get(), tag: log}))
+    try:
+        with contextlib.ExitStack() as stack:
+            for row in rows:
+                counter = [0]
 
-            def fn(h: torch.Tensor, row: int = row, counter: list[int] = counter) -> torch.Tensor:
-                out, eps = gcav_step(h, targets, row, max_norm_ratio)
-                counter[0] += 1
-                last = eps[..., -1] if eps.ndim == 3 else eps
-                log.add(row, counter[0], np.asarray(last), int(np.count_nonzero(np.any(eps != 0, axis=0))),
-                        int(h.shape[-2]) if h.dim() == 3 else 1)
-                return out
+                def fn(h: torch.Tensor, row: int = row, counter: list[int] = counter) -> torch.Tensor:
+                    out, eps = gcav_step(h, targets, row, max_norm_ratio)
+                    own = _LOGS.get().get(tag)
+                    if own is not None:
+                        counter[0] += 1
+                        last = eps[..., -1] if eps.ndim == 3 else eps
+                        own.add(row, counter[0], np.asarray(last), int(np.count_nonzero(np.any(eps != 0, axis=0))),
+                                int(h.shape[-2]) if h.dim() == 3 else 1)
+                    return out
 
-            stack.enter_context(_at_row(lm, row, fn, f"{tag}@{row}"))
-        yield log
+                stack.enter_context(_at_row(lm, row, fn, f"{tag}@{row}"))
+            yield log
+    finally:
+        _LOGS.reset(reset)
 
 
 @contextlib.contextmanager
