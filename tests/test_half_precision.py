@@ -1,8 +1,9 @@
 """The GPU path without a GPU: bf16 end to end on the CPU against fp32, the automatic batch size
 against a simulated memory budget, and ``bench --device cuda`` on a machine without one.
 
-Tolerances (measured on the embedded model, fp32 vs bf16, each on its own grid): hidden states
-cosine >= 0.9996 per cell (rows 1-30, tokens 1-8; asserted > 0.999); the first 3 generated tokens
+Tolerances (measured on the embedded model, fp32 vs bf16, each on its own grid, on two machines whose
+CPUs run bf16 differently): hidden-state cosine per cell (rows 1-30, tokens 1-8) min 0.9996 on one
+and 0.9981 on the other (mean 0.99991 there; asserted: min > 0.995, mean > 0.9995); the first 3 generated tokens
 equal on 15 of 15 cells tried (asserted: all but at most one of 4); relevancy mean absolute
 difference 0.010, max 0.038 over cells with identical text (asserted: mean < 0.03).
 """
@@ -33,7 +34,7 @@ def test_grid_in_bf16_is_close_to_fp32(lm, half):
     assert g16.provenance["dtype"] == "bfloat16"
     assert not torch.equal(g32.hidden, g16.hidden)  # it really ran in bf16
     cos = torch.nn.functional.cosine_similarity(g32.hidden[1:, 1:], g16.hidden[1:, 1:], dim=-1)
-    assert cos.min() > 0.999
+    assert cos.min() > 0.995 and cos.mean() > 0.9995
 
 
 def test_interpretation_with_relevancy_through_the_prefix_tree(lm, half):

@@ -23,6 +23,12 @@ def test_pip_install_gives_a_working_cli(tmp_path):
     # (its build backend comes from the package index, as for any user).
     venv.EnvBuilder(system_site_packages=True, with_pip=True).create(env_dir)
     py = env_dir / "bin" / "python"
+    # Run from inside a virtual environment, "system" site-packages are the base interpreter's, not this
+    # environment's: point the new venv at the packages this interpreter sees (works in a venv and without).
+    new_site = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                              capture_output=True, text=True, check=True).stdout.strip()
+    here = [p for p in sys.path if p.endswith("-packages") and Path(p).is_dir()]
+    (Path(new_site) / "outer_environment.pth").write_text("\n".join(here) + "\n")
     subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-deps", str(src)],
                    check=True, capture_output=True, text=True, timeout=600)
     cli = env_dir / "bin" / "selfie-explorer"
@@ -42,3 +48,14 @@ def test_pip_install_gives_a_working_cli(tmp_path):
                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert app.stdout.strip() == "True", app.stderr[-2000:]
     assert sys.executable != str(py)
+
+
+def test_help_lists_every_command_without_importing_torch():
+    code = ("import sys; from explorer.tools import cli\n"
+            "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.stdout.strip().endswith("NO-TORCH"), out.stdout + out.stderr
+    from explorer.tools.cli import COMMANDS
+
+    assert all(name in out.stdout for name in COMMANDS)

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import importlib.util
 import os
 import sys
 import warnings
@@ -110,13 +109,17 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; only the command named in ``argv`` gets its full arguments (its module is imported then),
+    so ``--help`` and every other command's start stay fast and never import torch needlessly."""
     parser = argparse.ArgumentParser(prog="python -m explorer", description="SelfIE Explorer")
     sub = parser.add_subparsers(dest="command", required=True)
+    words = sys.argv[1:] if argv is None else argv
+    chosen = next((w for w in words if not w.startswith("-")), None)
     for name, (module_name, help_text) in COMMANDS.items():
-        if importlib.util.find_spec(module_name) is None:
-            continue  # command not available in this build
         p = sub.add_parser(name, help=help_text, description=help_text)
+        if name != chosen:
+            continue  # listed for --help; its arguments are added only when it is the command run
         if name == "interpret":
             add_arguments(p)
             p.set_defaults(_run=run)
@@ -133,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     warnings.filterwarnings("ignore", category=UserWarning)
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         return int(args._run(args) or 0)
     except ExplorerError as e:
