@@ -1,7 +1,7 @@
 """The gallery row at the top of Explore, the page-load handler that opens an entry, and share links.
 
 The page opens on ``?session=ID`` (a session shared through "Share a link"), on ``?gallery=NAME``,
-or else on the first gallery entry, already drawn with its stored readings.
+empty with ``?gallery=none``, or else on the first gallery entry, already drawn with its stored readings.
 """
 
 from __future__ import annotations
@@ -24,6 +24,10 @@ class GalleryWidgets:
     about: gr.Markdown
     link_btn: gr.Button
     link: gr.Textbox
+    loaded: gr.HTML  # says the page-load handler has finished (a signal for scripts and tests)
+
+
+LOADED = "<span data-loaded='1'></span>"
 
 
 def _about(entry: gallery.GalleryEntry) -> str:
@@ -41,7 +45,8 @@ def build_gallery_row() -> GalleryWidgets:
         with gr.Column(scale=1, min_width=180):
             link_btn = gr.Button("Share a link to this view", elem_id="sx-share-link")
             link = gr.Textbox(label="Link", visible=False, elem_id="sx-link", interactive=False)
-    return GalleryWidgets(picker, about, link_btn, link)
+    loaded = gr.HTML("<span data-loaded='0'></span>", elem_id="sx-page-loaded", padding=False)
+    return GalleryWidgets(picker, about, link_btn, link, loaded)
 
 
 def _page_url(request: gr.Request | None) -> str:
@@ -72,9 +77,14 @@ def wire_gallery(g: GalleryWidgets, w, registry: ModelRegistry, session: gr.Stat
         return shown(sess, view, entry)
 
     def on_page_load(sess: Session, request: gr.Request):
+        return (*opened_on_load(sess, request), LOADED)
+
+    def opened_on_load(sess: Session, request: gr.Request):
         params = dict(getattr(request, "query_params", {}) or {})
         registry.bind(getattr(request, "session_hash", None), sess)
         note = ""
+        if params.get("gallery") == "none":  # an empty page (a lesson that starts from its own prompt)
+            return tuple(gr.skip() for _ in outputs)
         try:
             if params.get("session"):
                 return shown(sess, gallery.open_shared(registry, sess, params["session"]), None)
@@ -97,5 +107,5 @@ def wire_gallery(g: GalleryWidgets, w, registry: ModelRegistry, session: gr.Stat
         return gr.update(value=f"{_page_url(request)}?session={share_id}", visible=True)
 
     g.picker.input(friendly(on_pick), [g.picker, session], outputs, concurrency_id="run")
-    demo.load(friendly(on_page_load), [session], outputs, concurrency_id="run")
+    demo.load(friendly(on_page_load), [session], [*outputs, g.loaded], concurrency_id="run")
     g.link_btn.click(friendly(on_link), [session], [g.link])

@@ -22,13 +22,17 @@ _EXPORT_FLOOR = [0]  # bytes: the largest session file this server itself can ex
 
 
 def max_upload_bytes() -> int:
-    """The largest upload a handler reads: ``SELFIE_MAX_UPLOAD_MB`` (default 8), but never less than the
-    largest session file this server exports, so an exported session always imports back."""
+    """The largest upload a handler reads: ``SELFIE_MAX_UPLOAD_MB`` when the operator sets it; by default
+    8 MB or the largest session file this server exports, whichever is larger, so an exported session
+    (with a control edit: one MLP's weights) always imports back through the page."""
+    configured = os.environ.get("SELFIE_MAX_UPLOAD_MB")
+    if configured is None:
+        return max(8 * 2**20, _EXPORT_FLOOR[0])
     try:
-        mb = float(os.environ.get("SELFIE_MAX_UPLOAD_MB", "8"))
+        mb = float(configured)
     except ValueError:
         mb = 8.0
-    return max(int(max(0.01, mb) * 2**20), _EXPORT_FLOOR[0])
+    return int(max(0.01, mb) * 2**20)
 
 
 def allow_exports_of(nbytes: int) -> None:

@@ -73,14 +73,31 @@ class RequestLog:
         return out
 
 
-@pytest.fixture
-def page(browser, app_url):
-    context = browser.new_context(viewport={"width": 1400, "height": 1600}, accept_downloads=True)
+def open_page(browser, url: str, width: int = 1400, height: int = 1600):
+    """A fresh browser context and page on ``url``, once the app has finished its page-load event."""
+    context = browser.new_context(viewport={"width": width, "height": height}, accept_downloads=True)
     pg = context.new_page()
     log = RequestLog()
     pg.on("request", lambda r: log.urls.append(r.url))
     pg.requests = log  # type: ignore[attr-defined]
-    pg.goto(app_url)
+    pg.goto(url)
+    pg.wait_for_selector("#sx-page-loaded [data-loaded='1']", state="attached", timeout=60_000)
+    return context, pg
+
+
+@pytest.fixture
+def page(browser, app_url):
+    """The page opened empty (``?gallery=none``): a test's own Run is the only thing that draws the grid."""
+    context, pg = open_page(browser, f"{app_url}/?gallery=none")
+    yield pg
+    context.close()
+
+
+@pytest.fixture
+def gallery_page(browser, app_url):
+    """The page as a visitor first sees it: opened on the first gallery entry, drawn."""
+    context, pg = open_page(browser, app_url)
+    grid_ready(pg)
     yield pg
     context.close()
 
@@ -93,23 +110,36 @@ def grid_ready(page, revision: int = 0) -> None:
 
 
 def revision(page) -> int:
-    return int(page.evaluate("() => Number(document.querySelector('#sx-grid .sx-plot').dataset.revision || 0)"))
+    return int(page.evaluate("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
+                             " return gd ? Number(gd.dataset.revision || 0) : 0; }"))
 
 
 def run_prompt(page, text: str) -> None:
+    """Type ``text``, press Run, and wait for the redraw this Run makes (not any earlier one)."""
+    before = revision(page)
     page.fill("#sx-prompt textarea", text)
     page.click("#sx-run")
-    page.wait_for_function("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
-                           " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0; }",
-                           timeout=60_000)
+    grid_ready(page, before)
+
+
+def cell_point(page, layer: int, token: int) -> tuple[float, float]:
+    """The viewport pixel of a heatmap cell, from the figure's own axes, after scrolling it into view
+    (as a person would scroll to the cell before clicking it)."""
+    return tuple(page.evaluate(
+        """([l, t]) => { const gd = document.querySelector('#sx-grid .sx-plot'); const L = gd._fullLayout;
+        let r = gd.getBoundingClientRect();
+        const y0 = r.top + L._size.t + L.yaxis.d2p(l), x0 = r.left + L._size.l + L.xaxis.d2p(t);
+        if (y0 < 0 || y0 > window.innerHeight) { window.scrollBy(0, y0 - window.innerHeight / 2); }
+        const box = gd.closest('.sx-scroll');
+        if (box && (x0 < box.getBoundingClientRect().left || x0 > box.getBoundingClientRect().right)) {
+          box.scrollLeft += x0 - (box.getBoundingClientRect().left + box.clientWidth / 2); }
+        r = gd.getBoundingClientRect();
+        return [r.left + L._size.l + L.xaxis.d2p(t), r.top + L._size.t + L.yaxis.d2p(l)]; }""", [layer, token]))
 
 
 def click_cell(page, layer: int, token: int) -> None:
     """Click a heatmap cell at the pixel its own axes give for (token, layer)."""
-    x, y = page.evaluate(
-        """([l, t]) => { const gd = document.querySelector('#sx-grid .sx-plot'); const L = gd._fullLayout;
-        const r = gd.getBoundingClientRect();
-        return [r.left + L._size.l + L.xaxis.d2p(t), r.top + L._size.t + L.yaxis.d2p(l)]; }""", [layer, token])
+    x, y = cell_point(page, layer, token)
     page.mouse.click(x, y)
 
 

@@ -11,9 +11,6 @@ import pytest
 from tests.ui.conftest import click_cell, run_prompt
 from tests.ui.test_explore_browser import screenshot, wait_complete
 
-MERGE_FLAKY = ("after the merge of six branches this browser test fails under a saturated shared CPU; "
-               "it passed on its own branch")
-
 pytestmark = pytest.mark.browser
 GALLERY = Path(__file__).resolve().parents[2] / "explorer" / "data" / "gallery"
 DETAILS_JS = """() => { const c = document.querySelector('#sx-details .sx-cell');
@@ -81,7 +78,8 @@ def test_a_gallery_link_opens_that_entry(browser, warmed):
     context.close()
 
 
-def test_projector_view_enlarges_text_and_grid_labels(page, warmed):
+def test_projector_view_enlarges_text_and_grid_labels(gallery_page, warmed):
+    page = gallery_page
     page.wait_for_function(f"() => ({FILLED_JS})() > 0", timeout=60_000)
     size_js = "() => parseFloat(getComputedStyle(document.querySelector('#sx-prompt textarea')).fontSize)"
     tick_js = ("() => parseFloat(getComputedStyle(document.querySelector('#sx-grid .xtick text')).fontSize)")
@@ -95,8 +93,8 @@ def test_projector_view_enlarges_text_and_grid_labels(page, warmed):
     assert page.evaluate(size_js) == before
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
-def test_import_with_an_edit_then_revert_and_load_are_reflected_at_once(page, warmed, tmp_path):
+def test_import_with_an_edit_then_revert_and_load_are_reflected_at_once(gallery_page, warmed, tmp_path):
+    page = gallery_page
     from explorer.methods.control import Edit
 
     edited = stored("08_control_edit")
@@ -144,7 +142,8 @@ def test_import_with_an_edit_then_revert_and_load_are_reflected_at_once(page, wa
     assert page.evaluate("() => document.querySelector('#sx-details .sx-interp').dataset.variant") == edit_id
 
 
-def test_a_failed_model_load_keeps_the_working_model(page, warmed):
+def test_a_failed_model_load_keeps_the_working_model(gallery_page, warmed):
+    page = gallery_page
     page.wait_for_function(f"() => ({FILLED_JS})() > 0", timeout=60_000)
     before = page.input_value("#sx-model input")
     box = page.locator("#sx-model input")

@@ -39,6 +39,7 @@ def test_train_colour_and_steer_a_shipped_concept(page):
     after = page.input_value("#sx-c-after textarea")
     fixed = page.input_value("#sx-c-fixed textarea")
     assert before.strip() and after.strip() and fixed.strip()
+    assert after != before  # what the user sees: the steered continuation is another text
     assert "GCAV" in page.inner_text("#sx-c-steer-status")
     rows = page.evaluate("() => Number(document.querySelector('#sx-c-eps [role=grid]').getAttribute('aria-rowcount'))")
     assert rows > 3  # prefill and decoding steps

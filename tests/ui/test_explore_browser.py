@@ -12,9 +12,6 @@ import pytest
 
 from tests.ui.conftest import click_cell, overlay_value, run_prompt
 
-MERGE_FLAKY = ("after the merge of six branches this browser test fails under a saturated shared CPU; "
-               "it passed on its own branch")
-
 pytestmark = pytest.mark.browser
 PROMPT = "The Eiffel Tower is in the city of"
 # Gradio 6's table is virtualised: its row count is on the grid element (header row included).
@@ -109,7 +106,6 @@ def test_interpret_row_fills_the_row_and_csv_has_the_rows_shown(page):
     assert page.requests.foreign() == []
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_colour_mode_switch_redraws_the_grid(page):
     from tests.ui.conftest import grid_ready, revision
 

@@ -9,9 +9,6 @@ import pytest
 
 from tests.ui.conftest import click_cell, run_prompt
 
-MERGE_FLAKY = ("after the merge of six branches this browser test fails under a saturated shared CPU; "
-               "it passed on its own branch")
-
 pytestmark = pytest.mark.browser
 PLOT = "document.querySelector('#sx-grid .sx-plot')"
 
@@ -44,7 +41,6 @@ def set_max_new_tokens(page, n: int) -> None:
     box.press("Enter")
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_a_one_token_prompt_draws(page, app_demo):
     assert len(tokenizer(app_demo).encode("Paris", add_special_tokens=True)) == 1
     run_prompt(page, "Paris")
@@ -57,7 +53,6 @@ def test_a_one_token_prompt_draws(page, app_demo):
                            " return c && c.dataset.token === '0' && c.dataset.layer === '15'; }", timeout=60_000)
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_a_65_token_grid_has_readable_labels_and_its_last_token_reachable(page, app_demo):
     text = prompt_of(tokenizer(app_demo), 65)
     run_prompt(page, text)
@@ -88,7 +83,6 @@ def test_a_65_token_grid_has_readable_labels_and_its_last_token_reachable(page, 
                            " return c && c.dataset.token === '64'; }", timeout=60_000)
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_the_chat_wraps_system_text_can_be_hidden(page, app_demo):
     tok = tokenizer(app_demo)
     rendered = tok.apply_chat_template([{"role": "user", "content": "Paris"}], tokenize=False,
@@ -105,7 +99,6 @@ def test_the_chat_wraps_system_text_can_be_hidden(page, app_demo):
     assert len(page.evaluate(f"() => {PLOT}.data[0].x")) == n_wrapped
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_interpret_row_lists_the_rows_readings_in_order(page):
     set_max_new_tokens(page, 4)
     run_prompt(page, "The Eiffel Tower")
@@ -131,7 +124,6 @@ def test_interpret_row_lists_the_rows_readings_in_order(page):
     assert size > 16  # larger than the page's body text
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
     context = browser.new_context(viewport={"width": 1366, "height": 768})
     page = context.new_page()
@@ -162,7 +154,6 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
         context.close()
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_enter_runs_and_shift_enter_adds_a_line(page):
     box = page.locator("#sx-prompt textarea")
     box.fill("Paris is")

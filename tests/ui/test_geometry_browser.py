@@ -7,10 +7,7 @@ import re
 
 import pytest
 
-from tests.ui.conftest import grid_ready, revision, run_prompt
-
-MERGE_FLAKY = ("after the merge of six branches this browser test fails under a saturated shared CPU; "
-               "it passed on its own branch")
+from tests.ui.conftest import cell_point, grid_ready, revision, run_prompt
 
 pytestmark = pytest.mark.browser
 PROMPT = "The Eiffel Tower is in the city of"
@@ -22,18 +19,15 @@ MODES = [("MLP on-fraction", "MLP on-fraction", "neurons on"),
 
 def hover_text(page, layer: int, token: int) -> str:
     """Move the mouse over a cell and return the hover label plotly.js shows."""
-    x, y = page.evaluate(
-        """([l, t]) => { const gd = document.querySelector('#sx-grid .sx-plot'); const L = gd._fullLayout;
-        const r = gd.getBoundingClientRect();
-        return [r.left + L._size.l + L.xaxis.d2p(t), r.top + L._size.t + L.yaxis.d2p(l)]; }""", [layer, token])
-    page.mouse.move(x - 30, y - 30)
+    x, y = cell_point(page, layer, token)
+    page.mouse.move(0, 0)  # off the figure: any earlier hover label goes away first
+    page.wait_for_selector("#sx-grid .hoverlayer .hovertext", state="detached", timeout=15_000)
     page.mouse.move(x, y)
     page.wait_for_selector("#sx-grid .hoverlayer .hovertext", timeout=15_000)
     return page.evaluate("() => Array.from(document.querySelectorAll('#sx-grid .hoverlayer .hovertext tspan.line'))"
                          ".map(t => t.textContent).join('\\n')")
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_each_geometry_colour_mode_shows_its_value_on_hover(page, app_demo):
     from explorer.methods.geometry.features import geometry
 

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.ui.conftest import run_prompt
+from tests.ui.conftest import open_page, run_prompt
 from tests.ui.test_explore_browser import screenshot
-
-MERGE_FLAKY = ("after the merge of six branches this browser test fails under a saturated shared CPU; "
-               "it passed on its own branch")
 
 pytestmark = pytest.mark.browser
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     page.get_by_role("tab", name="Cross-model").click()
     page.click("#sx-cross-run")  # no grid yet: a clear message, nothing breaks
@@ -36,14 +32,11 @@ def test_cross_model_tab_reads_named_tokens_of_the_grid(page):
     assert page.requests.foreign() == []
 
 
-@pytest.mark.xfail(reason=MERGE_FLAKY, strict=False)
 def test_closing_the_tab_frees_the_session_at_once(browser, app_demo):
     import time
 
     registry = app_demo.sx_registry
-    context = browser.new_context()
-    page = context.new_page()
-    page.goto(app_demo.sx_url)
+    context, page = open_page(browser, f"{app_demo.sx_url}/?gallery=none")
     run_prompt(page, "A prompt whose grid should not outlive its tab")
     held = [s for s in registry._by_connection.values() if s.grid is not None
             and s.grid.prompt == "A prompt whose grid should not outlive its tab"]
