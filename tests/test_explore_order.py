@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import contextvars
-
 import torch
 
 from explorer.core.grid import capture
+from explorer.core.hooks import VariantScope
 from explorer.interpret.scheduler import BatchScheduler, _Request
 from explorer.ui.readings import job_order
 from explorer.viz.figure import column_window
@@ -37,7 +36,8 @@ def test_the_window_always_ends_full_and_respects_its_floor(lm):
 
 
 def _req(priority: int, key: str, tag: int) -> _Request:
-    return _Request(vector=torch.zeros(1), settings=None, key=(key,), ctx=contextvars.copy_context(),
+    # States of several elements, as real ones are: taking a request from the queue never compares them.
+    return _Request(vector=torch.zeros(8), settings=None, key=(key,), scope=VariantScope.capture(), stop=None,
                     on_step=None, priority=priority, future=_tagged(tag))
 
 

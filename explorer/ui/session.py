@@ -225,9 +225,12 @@ class ModelRegistry:
         with self._lock:
             if self._by_connection.get(session_hash) is not session or session.connection != session_hash:
                 return None
-            del self._by_connection[session_hash]
+        # Freed first, unbound last: once a session no longer counts as held, it holds nothing.
         self.forget_session(session)
         session.close()
+        with self._lock:
+            if self._by_connection.get(session_hash) is session:
+                del self._by_connection[session_hash]
         return session
 
     def cross_reader(self, source: str, reader: str) -> CrossReader:

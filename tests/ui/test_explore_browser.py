@@ -109,16 +109,18 @@ def test_interpret_row_fills_the_row_and_csv_has_the_rows_shown(page):
 def test_colour_mode_switch_redraws_the_grid(page):
     from tests.ui.conftest import grid_ready, revision
 
-    run_prompt(page, PROMPT)
+    # A prompt of this test's own: its token identity is not cached by an earlier test, so it is computed
+    # here, with its progress bar.
+    run_prompt(page, "Colour me: the Eiffel Tower is in the city of")
     assert page.evaluate("() => document.querySelector('#sx-grid .sx-plot').data[0].name") == "logit-lens confidence"
     rev = revision(page)
     page.click("#sx-colour input")
     page.locator("ul[role=listbox] li", has_text="token identity").first.click()
     # Token identity is computed once per grid, with its progress under the grid's buttons.
-    page.wait_for_selector("#sx-job-progress .sx-job[data-state=done]", timeout=600_000)
+    page.wait_for_selector("#sx-job-progress .sx-job[data-state=done]", timeout=180_000)
     grid_ready(page, rev)
     data = page.evaluate("() => document.querySelector('#sx-grid .sx-plot').data[0]")
     assert data["name"] == "token identity"
     values = {v for row in data["z"] for v in row}
     assert values <= {0, 1} and 1 in values  # hits where the Patchscope names the model's next token
-    assert data["z"][30] == [1] * 9  # the last row always names it
+    assert data["z"][30] == [1] * len(data["x"])  # the last row always names it

@@ -7,7 +7,7 @@ import itertools
 
 import pytest
 
-from tests.ui.conftest import click_cell, run_prompt
+from tests.ui.conftest import click_cell, open_page, run_prompt
 
 pytestmark = pytest.mark.browser
 PLOT = "document.querySelector('#sx-grid .sx-plot')"
@@ -125,12 +125,10 @@ def test_interpret_row_lists_the_rows_readings_in_order(page):
 
 
 def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
-    context = browser.new_context(viewport={"width": 1366, "height": 768})
-    page = context.new_page()
+    context, page = open_page(browser, f"{app_url}/?gallery=none", 1366, 768)
     try:
-        page.goto(app_url)
         set_max_new_tokens(page, 4)
-        run_prompt(page, "Hi")
+        run_prompt(page, "Welcome")  # one token, and a prompt no other test reads: nothing is cached
         page.locator("#sx-all").scroll_into_view_if_needed()
         page.click("#sx-all")
         page.wait_for_selector("#sx-job-progress .sx-job[data-state=running]", timeout=60_000)
@@ -140,7 +138,7 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
         assert box["y"] >= 0 and box["y"] + box["height"] <= 768  # in view where the button was clicked
         assert 0 < box["y"] - button["y"] < 120  # right under the buttons
         text = page.inner_text("#sx-job-progress")
-        assert "cells/s" in text and "/ 31 cells" in text  # "Hi" is one token: 31 layers
+        assert "cells/s" in text and "/ 31 cells" in text  # "Welcome" is one token: 31 layers
         # The first cells read are the middle layers'.
         page.wait_for_function(f"() => {{ const tr = {PLOT}.data.find(d => d.name === 'relevancy');"
                                " return tr && tr.z.flat().some(v => v !== null); }", timeout=120_000)

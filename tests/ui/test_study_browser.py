@@ -40,7 +40,8 @@ def test_closing_the_tab_frees_the_session_at_once(browser, app_demo):
     run_prompt(page, "A prompt whose grid should not outlive its tab")
     held = [s for s in registry._by_connection.values() if s.grid is not None
             and s.grid.prompt == "A prompt whose grid should not outlive its tab"]
-    assert len(held) == 1
+    assert len(held) == 1, ([(h, s.grid.prompt if s.grid else None, s.closed) for h, s in registry._by_connection.items()],
+                            registry.budget.evicted)
     session = held[0]
     assert registry.budget.total_bytes() >= session.nbytes() > 0
     context.close()
