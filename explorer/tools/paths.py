@@ -33,8 +33,8 @@ def writable_file(path: str | os.PathLike | None, what: str = "--out", *, make_f
             raise InputError(f"{what}: {shorten(str(parent), 200)} is a file, not a folder, so {shown} cannot be "
                              "written.")
         raise InputError(f"{what}: the folder {shorten(str(parent), 200)} does not exist.")
-    if p.exists():
-        if not p.is_file() or not os.access(p, os.W_OK):
+    if p.exists():  # a file to overwrite, or a device such as /dev/null
+        if not os.access(p, os.W_OK):
             raise InputError(f"{what}: {shown} cannot be written (permission denied).")
         return p
     try:  # a trial file, removed at once: the only test that /proc and read-only mounts answer truly
