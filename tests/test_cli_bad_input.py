@@ -66,9 +66,9 @@ def test_files_that_are_not_what_they_should_be_get_one_sentence_before_any_work
     d, out = files["dir"], str(tmp_path / "out")
     cases = {
         # (argv, words the sentence must hold); before -> after
-        "geometry noise txt": (("geometry", "--prompts", str(files["noise_txt"]), "--out", str(tmp_path / "g.csv")),
+        "geometry noise txt": (("geometry", "--prompts", str(files["noise_txt"]), "--out", str(tmp_path / "g1.csv")),
                                ["not UTF-8 text", "noise.txt"]),  # UnicodeDecodeError traceback
-        "geometry noise csv": (("geometry", "--prompts", str(files["noise_csv"]), "--out", str(tmp_path / "g.csv")),
+        "geometry noise csv": (("geometry", "--prompts", str(files["noise_csv"]), "--out", str(tmp_path / "g2.csv")),
                                ["not UTF-8 text", "noise.csv"]),  # UnicodeDecodeError traceback
         "evaluate noise task": (("evaluate", "--what", "attributes", "--task", str(files["noise_tsv"]),
                                  "--out-dir", str(tmp_path / "ev")), ["task file", "not UTF-8 text"]),
@@ -80,7 +80,7 @@ def test_files_that_are_not_what_they_should_be_get_one_sentence_before_any_work
                         ["holds no prompts"]),
         "batch folder": (("batch", "--prompts", str(d), "--cells", "last", "--out", out),
                          ["is a folder, not a file"]),  # "does not exist"
-        "geometry folder": (("geometry", "--prompts", str(d), "--out", str(tmp_path / "g.csv")),
+        "geometry folder": (("geometry", "--prompts", str(d), "--out", str(tmp_path / "g3.csv")),
                             ["is a folder, not a file"]),  # "does not exist"
         "control folder": (("control", "apply", "--load", str(d)), ["edit file", "is a folder, not a file"]),
         "batch out is a file": (("batch", "--prompts", str(files["prompts"]), "--cells", "last",
@@ -97,7 +97,7 @@ def test_files_that_are_not_what_they_should_be_get_one_sentence_before_any_work
         for w in words:
             assert w in sentence, (name, sentence)
     assert files["existing"].read_text() == "keep me\n"
-    assert not (tmp_path / "g.csv").exists()
+    assert not list(tmp_path.glob("g*.csv"))  # the trial files made to check --out are gone
 
 
 def test_runs_that_interpret_nothing_exit_2_saying_why(files, tmp_path):

@@ -39,6 +39,10 @@ def writable_file(path: str | os.PathLike | None, what: str = "--out", *, make_f
         return p
     try:  # a trial file, removed at once: the only test that /proc and read-only mounts answer truly
         fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:  # made by another process meanwhile (never removed here: it is not ours)
+        if not os.access(p, os.W_OK):
+            raise InputError(f"{what}: {shown} cannot be written (permission denied).") from None
+        return p
     except OSError as e:
         raise InputError(f"{what}: {shown} cannot be written ({_reason(e)}).") from None
     os.close(fd)
