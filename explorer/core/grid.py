@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from explorer.core.errors import InputError
+from explorer.core.files import shorten
 from explorer.core.hooks import record
 from explorer.core.models import LoadedModel
 from explorer.core.prompts import source_prompt_ids
@@ -70,11 +71,14 @@ class Grid:
 
     def check_cell(self, layer: int, token: int) -> None:
         if not isinstance(layer, (int, np.integer)) or not isinstance(token, (int, np.integer)):
-            raise InputError(f"A cell is a pair of whole numbers (layer, token); got ({layer!r}, {token!r}).")
+            raise InputError(f"A cell is a pair of whole numbers (layer, token); got "
+                             f"({shorten(repr(layer))}, {shorten(repr(token))}).")
         if not 0 <= layer < self.n_rows:
-            raise InputError(f"Layer {layer} is out of range: this model's grid has layers 0 to {self.n_rows - 1}.")
+            raise InputError(f"Layer {shorten(layer)} is out of range: this model's grid has layers 0 to "
+                             f"{self.n_rows - 1}.")
         if not 0 <= token < self.n_tokens:
-            raise InputError(f"Token {token} is out of range: this prompt has tokens 0 to {self.n_tokens - 1}.")
+            raise InputError(f"Token {shorten(token)} is out of range: this prompt has tokens 0 to "
+                             f"{self.n_tokens - 1}.")
 
     def state(self, layer: int, token: int) -> torch.Tensor:
         self.check_cell(layer, token)
@@ -201,32 +205,32 @@ def parse_cells(spec: str | list | tuple, grid: Grid) -> list[tuple[int, int]]:
         cells: list[tuple[int, int]] = []
         for part in text.split(","):
             part = part.strip()
+            kind, _, rest = part.partition(":") if part.startswith(("row:", "col:")) else ("", "", part)
             try:
-                if part.startswith("row:"):
-                    layer = int(part[4:])
-                    grid.check_cell(layer, 0)
-                    cells += [(layer, t) for t in range(grid.n_tokens)]
-                    continue
-                if part.startswith("col:"):
-                    token = int(part[4:])
-                    grid.check_cell(0, token)
-                    cells += [(layer, token) for layer in range(grid.n_rows)]
-                    continue
-                a, b = part.split(":")
-                pair = (int(a), int(b))
-            except ValueError as e:
-                raise InputError(f"'{part}' is not a cell: write LAYER:TOKEN, e.g. 15:7.") from e
-            grid.check_cell(*pair)
-            cells.append(pair)
+                pair = (int(rest), 0) if kind else tuple(int(x) for x in rest.split(":"))
+            except ValueError:
+                pair = ()
+            if len(pair) != 2:
+                what = f"{kind} number" if kind else "cell"
+                raise InputError(f"'{shorten(part)}' is not a {what}: write LAYER:TOKEN (e.g. 15:7), row:L or col:T.")
+            if kind == "row":
+                grid.check_cell(pair[0], 0)  # out of range is said as such, with the grid's range
+                cells += [(pair[0], t) for t in range(grid.n_tokens)]
+            elif kind == "col":
+                grid.check_cell(0, pair[0])
+                cells += [(layer, pair[0]) for layer in range(grid.n_rows)]
+            else:
+                grid.check_cell(pair[0], pair[1])
+                cells.append((pair[0], pair[1]))
         return cells
     out = []
     for cell in spec:
         try:
             layer, token = cell
         except (TypeError, ValueError) as e:
-            raise InputError(f"{cell!r} is not a (layer, token) pair.") from e
+            raise InputError(f"{shorten(repr(cell))} is not a (layer, token) pair.") from e
         if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in (layer, token)):
-            raise InputError(f"A cell is a pair of whole numbers; got {cell!r}.")
+            raise InputError(f"A cell is a pair of whole numbers; got {shorten(repr(cell))}.")
         grid.check_cell(int(layer), int(token))
         out.append((int(layer), int(token)))
     return out

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from explorer.core.files import loads_json
+
 COMPAT_COLUMNS = ["prompt", "interpretation", "layer", "token", "token_decoded", "relevancy_score"]
 EXTRA_COLUMNS = ["mean_relevancy", "token_texts", "generated_ids", "variant"]
 # Per-reading settings carried on every exported row (names of ``InterpretSettings.to_dict``).
@@ -143,7 +145,7 @@ class InterpretationSet:
 
     @classmethod
     def from_json(cls, text: str) -> InterpretationSet:
-        data = json.loads(text)
+        data = loads_json(text, "The results text")
         prov = {}
         if isinstance(data, dict):
             prov, data = data.get("provenance", {}), data.get("results", [])

@@ -23,6 +23,8 @@ import pandas as pd
 import torch
 
 from explorer.core.data import CORPUS, DATA_DIR
+from explorer.core.errors import InputError
+from explorer.core.files import not_text, readable_file, shorten
 from explorer.core.generation import greedy_ids
 from explorer.core.grid import capture_ids
 from explorer.core.models import LoadedModel
@@ -81,13 +83,35 @@ def evaluate_token_identity(lm: LoadedModel, *, n_positions: int = 200, layers: 
 # ------------------------------------------------------------------------------- attributes
 
 
+TASK_COLUMNS = ("subject", "object", "prompt_target", "target_baseline")
+
+
 def resolve_tasks(task: str, task_dir: Path) -> list[Path]:
+    """The task files named by ``task`` (or every .tsv of ``task_dir``), each read and checked once."""
     if task == "all":
         files = sorted(task_dir.glob("*.tsv"))
         if not files:
-            raise SystemExit(f"error: no .tsv task files in {task_dir}")
-        return files
-    return [Path(t) if Path(t).exists() else task_dir / t for t in task.split(",")]
+            raise InputError(f"There are no .tsv task files in {shorten(str(task_dir), 200)}.")
+    else:
+        files = [Path(t) if Path(t).exists() else task_dir / t for t in task.split(",")]
+    for path in files:
+        load_task(path)
+    return files
+
+
+def load_task(path: Path) -> pd.DataFrame:
+    """A task table (tab-separated, UTF-8, with the columns the evaluation reads); InputError otherwise."""
+    readable_file(path, "task file")
+    try:
+        frame = pd.read_csv(path, sep="\t", encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise not_text(path, "task file", e) from None
+    except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+        raise InputError(f"The task file '{shorten(path.name)}' is not a readable tab-separated table.") from None
+    missing = [c for c in TASK_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"The task file '{shorten(path.name)}' lacks the columns {', '.join(missing)}.")
+    return frame
 
 
 def _decode_escapes(text: str) -> str:
@@ -129,7 +153,7 @@ def evaluate_attributes(lm: LoadedModel, tasks: list[Path], *, layers: list[int]
     rows = []
     for path in tasks:
         t0 = time.perf_counter()
-        frame = pd.read_csv(path, sep="\t")
+        frame = load_task(path)
         frame = frame.drop_duplicates(subset=["subject", "prompt_source"]).sample(frac=1.0, random_state=seed)
         kept = []
         baseline_cache: dict[str, bool] = {}

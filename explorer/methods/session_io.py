@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from explorer.core.errors import InputError
 from explorer.core.results import SETTING_COLUMNS, CellInterpretation, InterpretationSet, public_provenance
 from explorer.core.version import __version__
+from explorer.interpret.settings import MAX_BATCH_SIZE, MAX_NEW_TOKENS_LIMIT
 
 FORMAT = "selfie-explorer-session/1"
 EXTRA_KEYS = ("gallery",)  # optional top-level keys kept through import and export
@@ -75,6 +76,10 @@ def import_session(text: str) -> SessionSnapshot:
 
 MAX_RESULTS = 100_000
 MAX_TEXT = 100_000
+MAX_INDEX = 100_000  # layers and token positions; the model and the prompt bound them further on import
+MAX_TOKEN_ID = 2**31 - 1  # ids are checked against the model's vocabulary on import
+MAX_PLACEHOLDERS = 64  # the engine's bound on K
+MAX_STRENGTH = 4.0  # the engine's bound on the injection strength
 
 
 def _is_int(v) -> bool:
@@ -112,10 +117,16 @@ def check_session_schema(data) -> None:
     for key in ("settings", "provenance"):
         if data.get(key) is not None and not _scalar_map(data[key]):
             raise InputError(f"The session file's '{key}' must be an object of plain values.")
+    problem = _settings_problem(data.get("settings") or {})
+    if problem:
+        raise InputError(f"The session file's settings are out of range: {problem}.")
+    _check_gallery(data.get("gallery"))
     edit = data.get("edit")
     if edit is not None:
         if not isinstance(edit, dict):
             raise InputError("The session file's 'edit' must be an object or null.")
+        if "layer" in edit and not (_is_int(edit["layer"]) and 0 <= edit["layer"] < MAX_INDEX):
+            raise InputError("The session file's edit layer must be a whole, non-negative layer number.")
         if edit.get("edit_id") is not None and not _is_str(edit["edit_id"], 100):
             raise InputError("The session file's edit id must be short text.")
         if edit.get("safetensors_base64") is not None and not isinstance(edit["safetensors_base64"], str):
@@ -139,7 +150,7 @@ def _result_problem(r) -> str | None:
         if not _is_str(r.get(key)):
             return f"needs a text '{key}'"
     ids = r.get("generated_ids") or []
-    if not isinstance(ids, list) or len(ids) > 4096 or not all(_is_int(x) and x >= 0 for x in ids):
+    if not isinstance(ids, list) or len(ids) > 4096 or not all(_is_int(x) and 0 <= x <= MAX_TOKEN_ID for x in ids):
         return "has 'generated_ids' that are not a list of token ids"
     for key in ("variant", "edit_id"):  # files written before the column was named "variant" use "edit_id"
         if r.get(key) is not None and not _is_str(r[key], 500):
@@ -150,7 +161,73 @@ def _result_problem(r) -> str | None:
     rel = r.get("relevancy_score")
     if rel is not None and (not isinstance(rel, list) or len(rel) > 4096 or not all(_is_num(x) for x in rel)):
         return "has a 'relevancy_score' that is not a list of finite numbers"
+    if rel is not None and not all(0.0 <= x <= 1.0 + 1e-6 for x in rel):
+        return "has a 'relevancy_score' outside 0 to 1 (it is a difference of two probabilities)"
+    problem = _settings_problem({k: r[k] for k in SETTING_COLUMNS if r.get(k) is not None})
+    return f"has settings out of range: {problem}" if problem else None
+
+
+# The interpretation settings a session records, with the ranges the engine accepts.
+_INT_SETTINGS = {"n_placeholders": ("number of placeholders", 1, MAX_PLACEHOLDERS),
+                 "k": ("injection layer k", 0, MAX_INDEX - 1),
+                 "max_new_tokens": ("max new tokens", 1, MAX_NEW_TOKENS_LIMIT),
+                 "batch_size": ("batch size", 1, MAX_BATCH_SIZE)}
+
+
+def _settings_problem(settings: dict) -> str | None:
+    """What is wrong with recorded settings (session-wide or one reading's), or None."""
+    for key, (name, lo, hi) in _INT_SETTINGS.items():
+        v = settings.get(key)
+        if v is None or (key == "batch_size" and v == "auto"):
+            continue
+        if not _is_int(v) or not lo <= v <= hi:
+            return f"{name} {_shown(v)} is not a whole number from {lo} to {hi}"
+    v = settings.get("strength")
+    if v is not None and (not _is_num(v) or not 0 < v <= MAX_STRENGTH):
+        return f"injection strength {_shown(v)} is not a number above 0 and at most {MAX_STRENGTH:g}"
+    for key in ("template", "template_user", "template_lead_in"):
+        if settings.get(key) is not None and not _is_str(settings[key], 10_000):
+            return f"'{key}' is not text of reasonable length"
     return None
+
+
+def _shown(v) -> str:
+    text = repr(v)
+    return text if len(text) <= 30 else text[:29] + "…"
+
+
+def _check_gallery(g) -> None:
+    """The optional gallery block: a title, an explanation and the cell shown first."""
+    if g is None:
+        return
+    if not isinstance(g, dict):
+        raise InputError("The session file's 'gallery' must be an object.")
+    for key in ("title", "explanation"):
+        if g.get(key) is not None and not _is_str(g[key], 2000):
+            raise InputError(f"The session file's gallery {key} must be short text.")
+    sel = g.get("selected")
+    if sel is not None and not (isinstance(sel, list) and len(sel) == 2
+                                and all(_is_int(x) and 0 <= x < MAX_INDEX for x in sel)):
+        raise InputError("The session file's gallery 'selected' must be a [layer, token] pair of whole numbers.")
+
+
+def check_against_model(snap: SessionSnapshot, n_layers: int, vocab_size: int) -> None:
+    """What only the model can bound: the injection layer k and every generated token id.
+
+    ``n_layers`` is the model's number of blocks; ``vocab_size`` its tokenizer's length.
+    """
+    cells = snap.results.cells if snap.results else []
+    for where, settings in [("settings use", snap.settings)] + [
+            (f"reading at layer {c.layer}, token {c.token} uses", c.settings or {}) for c in cells]:
+        k = settings.get("k")
+        if k is not None and k >= n_layers:
+            raise InputError(f"The session file's {where} injection layer k {k}, but this model takes k from 0 "
+                             f"to {n_layers - 1}.")
+    for c in cells:
+        bad = next((i for i in c.generated_ids if i >= vocab_size), None)
+        if bad is not None:
+            raise InputError(f"The session file's reading at layer {c.layer}, token {c.token} holds token id {bad}, "
+                             f"outside this model's vocabulary of {vocab_size} tokens.")
 
 
 _SETTING_NAMES = ("template", "n_placeholders", "k", "max_new_tokens", "strength", "batch_size")

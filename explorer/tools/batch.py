@@ -13,6 +13,8 @@ import os
 import sys
 
 from explorer.core.errors import InputError
+from explorer.core.files import shorten
+from explorer.tools.paths import writable_dir
 
 CELLS_HELP = ("cells relative to each prompt: LAYER:TOKEN where each side is a number, -N (from the end), "
               "last, * or A..B/STEP; also row:L, col:T, last (= *:last), all; comma separated")
@@ -61,8 +63,8 @@ def _device_map(text: str | None):
         return text
     try:
         value = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise InputError("--device-map must be auto, balanced, sequential or a JSON object of module -> device.") from e
+    except (json.JSONDecodeError, RecursionError):
+        raise InputError("--device-map must be auto, balanced, sequential or a JSON object of module -> device.") from None
     if not isinstance(value, dict):
         raise InputError("--device-map must be auto, balanced, sequential or a JSON object of module -> device.")
     return value
@@ -70,16 +72,21 @@ def _device_map(text: str | None):
 
 def run(args: argparse.Namespace) -> int:
     from explorer.api import Explorer
-    from explorer.methods.batch.inputs import file_format
-    from explorer.methods.batch.runner import BatchConfig, run_batch, summary_line
+    from explorer.methods.batch.cellspec import parse_cell_spec
+    from explorer.methods.batch.inputs import require_prompts
+    from explorer.methods.batch.runner import BatchConfig, nothing_done, run_batch, summary_line
 
-    file_format(args.prompts)  # a missing or unknown file fails before the model loads
+    # Everything that can be checked without the model fails before it loads: the prompts file (read
+    # once through), the cell spec and the output folder.
+    require_prompts(args.prompts, args.column)
+    parse_cell_spec(args.cells)
+    writable_dir(args.out, "--out")
     batch: int | str = args.batch_size
     if batch != "auto":
         try:
             batch = int(batch)
         except ValueError:
-            raise InputError(f"--batch-size must be a whole number or 'auto'; got {batch!r}.") from None
+            raise InputError(f"--batch-size must be a whole number or 'auto'; got {shorten(repr(batch))}.") from None
     rank, world, barrier, sum_counts, device = _distributed()
     ex = Explorer.load(args.model, device=device, dtype=args.dtype, device_map=_device_map(args.device_map),
                        offload_folder=args.offload_folder)
@@ -90,5 +97,8 @@ def run(args: argparse.Namespace) -> int:
     summary = run_batch(ex, cfg, rank=rank, world=world, barrier=barrier, total_counts=sum_counts)
     if rank == 0:
         print(summary_line(summary, world), flush=True)
+        problem = nothing_done(summary, args.out)
+        if problem:
+            raise InputError(problem)
     sys.stderr.flush()
     return 0

@@ -19,6 +19,7 @@ from dataclasses import replace
 import torch
 
 from explorer.core.errors import InputError
+from explorer.core.files import shorten
 from explorer.core.grid import Grid, capture_ids
 from explorer.core.models import LoadedModel, load_model
 from explorer.interpret.engine import Interpreter, InterpretSettings, make_settings
@@ -47,7 +48,7 @@ def check_device(device: str | None) -> None:
     if device is None or device == "cpu":
         return
     if not device.startswith("cuda"):
-        raise InputError(f"--device must be cpu, cuda or cuda:N; got {device!r}.")
+        raise InputError(f"--device must be cpu, cuda or cuda:N; got {shorten(repr(device))}.")
     if not torch.cuda.is_available():
         raise InputError(f"--device {device}: no GPU is present on this machine (PyTorch sees no CUDA device); "
                          "leave --device out to measure on the CPU.")

@@ -13,6 +13,7 @@ import sys
 import warnings
 
 from explorer.core.errors import ExplorerError
+from explorer.core.files import shorten
 from explorer.tools.paths import writable_file
 
 # name -> (module, help); modules are imported only when their command runs.
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from explorer.api import Explorer
 
     if args.out and not args.out.lower().endswith((".csv", ".json")):
-        raise ExplorerError(f"--out must end in .csv or .json; got '{args.out}'.")
+        raise ExplorerError(f"--out must end in .csv or .json; got '{shorten(args.out)}'.")
     writable_file(args.out)
     ex = Explorer.load(args.model)
     grid = ex.run(args.prompt, chat=args.chat)
@@ -93,7 +94,7 @@ def _int_arg(name: str, value: str) -> int:
     try:
         return int(value)
     except ValueError as e:
-        raise ExplorerError(f"{name} must be a whole number or 'auto'; got {value!r}.") from e
+        raise ExplorerError(f"{name} must be a whole number or 'auto'; got {shorten(repr(value))}.") from e
 
 
 def _serve_arguments(p: argparse.ArgumentParser) -> None:

@@ -6,6 +6,7 @@ import argparse
 import json
 
 from explorer.core.errors import InputError
+from explorer.core.files import readable_file, shorten
 from explorer.core.models import load_model
 from explorer.methods.control import (
     DEFAULT_TEST_PROMPTS,
@@ -48,6 +49,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     writable_file(args.save, "--save")
+    if args.mode == "apply" and args.load:
+        readable_file(args.load, "edit file")  # before the model loads
     lm = load_model(args.model)
     tests = args.test_prompt or DEFAULT_TEST_PROMPTS
     if args.mode == "steer":
@@ -67,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             tokens = [int(t) % n if int(t) < 0 else int(t) for t in args.tokens.split(",")]
         except ValueError as e:
-            raise InputError(f"--tokens must be whole numbers; got {args.tokens!r}.") from e
+            raise InputError(f"--tokens must be whole numbers; got {shorten(repr(args.tokens))}.") from e
         target = concept_state(lm, args.target, args.target_layer or args.layer)
         res = supervised_control(lm, args.prompt, args.layer, tokens, target,
                                  TrainSettings(args.steps, args.lr, args.beta), target_desc=args.target,

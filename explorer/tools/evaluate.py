@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     out = writable_dir(args.out_dir)
+    tasks = resolve_tasks(args.task, Path(args.task_dir)) if args.what in ("all", "attributes") else []
     lm = load_model(args.model)
     layers = list(range(lm.n_layers + 1)) if args.layers == "all" else _ints("--layers", args.layers)
     if args.quick:
@@ -47,7 +48,6 @@ def run(args: argparse.Namespace) -> int:
         summary["token_identity_best_layer"] = int(ti.loc[ti["patchscope"].idxmax(), "layer"])
         summary["token_identity"] = ti.to_dict(orient="list")
     if args.what in ("all", "attributes"):
-        tasks = resolve_tasks(args.task, Path(args.task_dir))
         target = None if args.target_layer == "same" else _ints("--target-layer", args.target_layer)[0]
         att = evaluate_attributes(lm, tasks, layers=[lay for lay in layers if lay < lm.n_layers],
                                   target_layer=target, samples=args.samples, candidates=args.candidates,

@@ -145,8 +145,9 @@ def run(args: argparse.Namespace) -> int:
                 times.append(time.perf_counter() - t0)
             print(f"{e.name}: first opening {times[0]:.2f} s, later openings {times[1]:.3f} s")
         return 0
-    out = args.out or gallery.GALLERY_DIR
-    out.mkdir(parents=True, exist_ok=True)
+    from explorer.tools.paths import writable_dir
+
+    out = writable_dir(args.out or gallery.GALLERY_DIR, "--out")
     only = {s for s in args.only.split(",") if s}
     registry = ModelRegistry(AppConfig())
     for spec in SPECS:

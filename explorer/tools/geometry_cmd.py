@@ -10,7 +10,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from explorer.core.errors import ExplorerError
+from explorer.core.errors import InputError
+from explorer.core.files import not_text, read_text, readable_file, shorten
+from explorer.tools.paths import writable_file
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,18 +27,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
     """Prompts (and labels, from a CSV that has them) from a file."""
-    file = Path(path)
-    if not file.is_file():
-        raise ExplorerError(f"The prompts file '{path}' does not exist.")
-    if file.suffix.lower() == ".csv":
+    if Path(path).suffix.lower() == ".csv":
         import pandas as pd
 
-        frame = pd.read_csv(file, dtype=str, keep_default_na=False)
+        file = readable_file(path, "prompts file")
+        try:
+            frame = pd.read_csv(file, dtype=str, keep_default_na=False, encoding="utf-8")
+        except UnicodeDecodeError as e:
+            raise not_text(path, "prompts file", e) from None
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError):
+            raise InputError(f"'{shorten(file.name)}' is not a readable CSV file.") from None
         if "text" not in frame.columns:
-            raise ExplorerError(f"'{file.name}' has no 'text' column.")
+            raise InputError(f"'{shorten(file.name)}' has no 'text' column.")
         labels = frame["label"].tolist() if "label" in frame.columns else None
         return frame["text"].tolist(), labels
-    blocks = [b.strip("\n") for b in file.read_text(encoding="utf-8").split("\n\n")]
+    blocks = [b.strip("\n") for b in read_text(path, "prompts file").split("\n\n")]
     return [b for b in blocks if b.strip()], None
 
 
@@ -45,12 +50,13 @@ def run(args: argparse.Namespace) -> int:
     from explorer.methods.geometry.prompt_features import prompt_features
 
     if not args.out.lower().endswith((".csv", ".json")):
-        raise ExplorerError(f"--out must end in .csv or .json; got '{args.out}'.")
+        raise InputError(f"--out must end in .csv or .json; got '{shorten(args.out)}'.")
     if args.max_tokens < 1:
-        raise ExplorerError("--max-tokens must be at least 1.")
+        raise InputError("--max-tokens must be at least 1.")
+    writable_file(args.out)  # before minutes of work, not after them
     texts, labels = ([args.prompt], None) if args.prompt is not None else read_prompts(args.prompts)
     if not texts:
-        raise ExplorerError("No prompts found.")
+        raise InputError("The prompts file holds no prompts: there is nothing to measure.")
     lm = load_model(args.model)
 
     def progress(done: int, total: int, left: float) -> None:

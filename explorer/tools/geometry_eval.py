@@ -21,6 +21,7 @@ import numpy as np
 
 from explorer.core.data import DATA_DIR
 from explorer.core.errors import ExplorerError
+from explorer.tools.paths import writable_file
 
 DOMAINS = DATA_DIR / "domains" / "domains.csv"
 CONCEPTS = DATA_DIR / "geometry" / "politeness.csv"
@@ -147,11 +148,13 @@ def run(args: argparse.Namespace) -> int:
     from explorer.core.models import load_model
     from explorer.methods.geometry.prompt_features import read_labelled_csv
 
-    lm = load_model(args.model)
     per_class = args.per_class or (8 if args.quick else None)
     if per_class is not None and per_class < 2:
         raise ExplorerError("--per-class must be at least 2 (the probe cross-validates).")
-    concept_texts, concept_labels = read_labelled_csv(args.concepts)
+    figure = args.figure or (None if args.quick else "assets/geometry_intrinsic_dimension.html")
+    writable_file(figure, "--figure", make_folder=True)
+    concept_texts, concept_labels = read_labelled_csv(args.concepts)  # a bad file fails before the model loads
+    lm = load_model(args.model)
     domain_texts, domain_labels = read_labelled_csv(DOMAINS)
     size = f"{per_class} prompts per label" if per_class else "every prompt"
     print(f"model {lm.model_id}, {lm.n_layers} blocks; layer L is block L-1 ({'quick' if args.quick else 'full'} run, "
@@ -165,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
     for i in range(0, rel.shape[1], max(1, rel.shape[1] // 10)) if rel.shape[1] > 10 else range(rel.shape[1]):
         print(f"  layer {i + 1:>3}: {rel[:, i].mean():7.1f} {irr[:, i].mean():7.1f}")
     print(f"  layer {rel.shape[1]:>3}: {rel[:, -1].mean():7.1f} {irr[:, -1].mean():7.1f} (last)")
-    figure = args.figure or (None if args.quick else "assets/geometry_intrinsic_dimension.html")
     if figure:
         dimension_figure(rel, irr, Path(figure))
         print(f"figure written to {figure}")

@@ -35,7 +35,7 @@ class ApiHandlers:
         template = validate.as_text("template", template, 100) or "refers_to"
         max_new = 20 if max_new_tokens is None else max_new_tokens
         _ex, settings = self.explore.settings_of(sess, [template, "", "", 5, 1, max_new, 1.0])
-        cell_list = parse_cells(validate.as_text("cells", cells, MAX_CELL_SPEC), grid)
+        cell_list = parse_cells(validate.as_text("cell list", cells, MAX_CELL_SPEC), grid)
         if len(cell_list) > self.config.max_cells_per_job:
             raise InputError(f"At most {self.config.max_cells_per_job} cells per job.")
         bs = explore._as_int("batch size", 16 if batch_size is None else batch_size, 1, 64)

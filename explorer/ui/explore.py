@@ -272,10 +272,11 @@ def restore(registry: ModelRegistry, session: Session, text: str) -> View:
     Everything is built aside first (model, edit, grid, results) and put in place in one step, so a
     file that fails at any point leaves the session exactly as it was.
     """
-    from explorer.methods.session_io import import_session
+    from explorer.methods.session_io import check_against_model, import_session
 
     snap = import_session(text)
     ex = registry.get(snap.model)
+    check_against_model(snap, ex.lm.n_layers, len(ex.lm.tokenizer))  # k and token ids: only the model bounds them
     edit, note = _imported_edit(ex, snap.edit)
     with applied(ex.lm, edit):
         grid = ex.run(snap.prompt, chat=bool(snap.chat))

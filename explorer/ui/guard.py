@@ -27,8 +27,9 @@ from explorer.ui.validate import max_upload_bytes
 
 log = logging.getLogger("explorer.ui")
 
-_GUARDED = ("/call/", "/queue/join", "/run/")
+_GUARDED = ("/call/", "/queue/join", "/run/", "/api/")
 MAX_BODY = 4 * 2**20
+MAX_URL = 8 * 2**10  # path and query string; the app's own links (?session=, ?gallery=) are far shorter
 NONFINITE = "\u0000selfie-non-finite-number\u0000"  # what the guard puts where NaN/Infinity was sent
 MULTIPART_SLACK = 64 * 2**10
 
@@ -70,7 +71,16 @@ class RequestGuard:
         self.uploads = UploadLedger()
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] != "http" or scope.get("method") != "POST":
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if _url_length(scope) > MAX_URL:
+            # Gradio rebuilds the request's URL with httpx, which refuses one over 64 KiB: a page request
+            # failed with a bare 500 and a queued job was accepted but never answered.
+            await _reject(send, 414, "The address is too long: this server accepts addresses of at most "
+                          f"{MAX_URL // 1024} KB.", plain=_wants_page(scope))
+            return
+        if scope.get("method") != "POST":
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
@@ -94,9 +104,13 @@ class RequestGuard:
             if not message.get("more_body"):
                 break
         raw = b"".join(chunks)
-        problem, raw = _check(raw)
+        problem, raw, payload = _check(raw)
         if problem:
             await _reject(send, 422, problem)
+            return
+        refusal = _endpoint_problem(scope, path, payload)
+        if refusal:
+            await _reject(send, *refusal)
             return
         await self.app(scope, _replay(raw, receive), send)
 
@@ -151,8 +165,61 @@ def _nonfinite_float(text: str) -> Any:
     return f if math.isfinite(f) else NONFINITE
 
 
-def _check(raw: bytes) -> tuple[str | None, bytes]:
-    """(a sentence saying what is wrong, or None; the body to pass on, non-finite numbers marked)."""
+def _url_length(scope) -> int:
+    path = scope.get("raw_path") or scope.get("path", "").encode()
+    return len(path) + len(scope.get("query_string") or b"")
+
+
+def _wants_page(scope) -> bool:
+    """A browser asking for a page (answered in plain text), not an API client (answered in JSON)."""
+    accept = dict(scope.get("headers") or []).get(b"accept", b"")
+    return scope.get("method") == "GET" and b"text/html" in accept
+
+
+def _blocks(scope):
+    """The Gradio app's Blocks, from the ASGI app the request came in through (None if not there)."""
+    get_blocks = getattr(scope.get("app"), "get_blocks", None)
+    try:
+        return get_blocks() if callable(get_blocks) else None
+    except Exception:  # an app without Blocks yet
+        return None
+
+
+def _endpoint_problem(scope, path: str, payload: dict) -> tuple[int, str] | None:
+    """(status, sentence) for a request naming a function or endpoint this app does not have.
+
+    Gradio looks both up without a check and answers a bare 500 (``KeyError``) for an unknown one.
+    """
+    blocks = _blocks(scope)
+    fns = getattr(blocks, "fns", None)
+    fn_index = payload.get("fn_index")
+    if fn_index is not None:
+        if isinstance(fn_index, bool) or not isinstance(fn_index, int):
+            return 422, "The request's 'fn_index' must be a whole number."
+        if fn_index < 0 or (isinstance(fns, dict) and fn_index not in fns):
+            shown = str(fn_index) if len(str(fn_index)) <= 20 else str(fn_index)[:19] + "…"
+            return 404, f"The request's 'fn_index' {shown} names no function of this app."
+        return None
+    name = _api_name(path)
+    if name is not None and isinstance(fns, dict) and name not in {getattr(f, "api_name", None) for f in fns.values()}:
+        shown = name if len(name) <= 60 else name[:59] + "…"
+        return 404, f"This app has no API endpoint named '{shown}'."
+    return None
+
+
+def _api_name(path: str) -> str | None:
+    """The endpoint name of ``.../run/NAME``, ``.../call/NAME`` or ``.../call/v2/NAME`` (None for other paths)."""
+    parts = [p for p in path.split("/") if p]
+    for i, part in enumerate(parts[:-1]):
+        if part in ("run", "call", "api") and i + 2 == len(parts):
+            return parts[-1]
+        if part == "call" and parts[i + 1] == "v2" and i + 3 == len(parts):
+            return parts[-1]
+    return None
+
+
+def _check(raw: bytes) -> tuple[str | None, bytes, dict]:
+    """(a sentence saying what is wrong, or None; the body to pass on, non-finite numbers marked; the payload)."""
     marked = False
 
     def constant(_name: str) -> str:
@@ -169,20 +236,21 @@ def _check(raw: bytes) -> tuple[str | None, bytes]:
     try:
         payload = json.loads(raw.decode("utf-8"), parse_constant=constant, parse_float=number)
     except (UnicodeDecodeError, ValueError, RecursionError):
-        return "The request body is not valid JSON.", raw
+        return "The request body is not valid JSON.", raw, {}
     if not isinstance(payload, dict):
-        return "The request body must be a JSON object with a 'data' list.", raw
+        return "The request body must be a JSON object with a 'data' list.", raw, {}
     if "data" in payload and not isinstance(payload["data"], list):
-        return "The request's 'data' must be a list.", raw
+        return "The request's 'data' must be a list.", raw, payload
     if marked:
         raw = json.dumps(payload).encode()
-    return None, raw
+    return None, raw, payload
 
 
-async def _reject(send, status: int, detail: str) -> None:
-    body = json.dumps({"error": detail}).encode()
+async def _reject(send, status: int, detail: str, plain: bool = False) -> None:
+    body = (detail + "\n").encode() if plain else json.dumps({"error": detail}).encode()
+    kind = b"text/plain; charset=utf-8" if plain else b"application/json"
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", kind), (b"content-length", str(len(body)).encode())]})
     await send({"type": "http.response.body", "body": body})
 
 

@@ -93,9 +93,9 @@ def as_text(name: str, value: Any, max_chars: int, *, required: bool = False) ->
     if not isinstance(value, str):
         raise InputError(f"The {name} must be text.")
     if len(value) > max_chars:
-        raise InputError(f"The {name} is too long: at most {max_chars} characters.")
+        raise InputError(f"Too much text for the {name}: at most {max_chars} characters, got {len(value)}.")
     if required and not value.strip():
-        raise InputError(f"The {name} is empty.")
+        raise InputError(f"The {name} cannot be empty.")
     return value
 
 

@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from explorer.core.errors import InputError
+from explorer.core.files import shorten
 
 _RANGE = re.compile(r"^(\d+)\.\.(\d+)(?:/(\d+))?$")
 
@@ -35,11 +36,13 @@ class Selector:
             return list(range(n))
         if self.kind == "range":
             if self.stop >= n:
-                raise InputError(f"The {axis} range {self.value}..{self.stop} goes past {n - 1}, the last {axis}.")
+                raise InputError(f"The {axis} range {shorten(self.value)}..{shorten(self.stop)} goes past {n - 1}, "
+                                 f"the last {axis}.")
             return list(range(self.value, self.stop + 1, self.step))
         i = self.value + n if self.value < 0 else self.value
         if not 0 <= i < n:
-            raise InputError(f"{axis.capitalize()} {self.value} is out of range: this prompt has {axis}s 0 to {n - 1}.")
+            raise InputError(f"{axis.capitalize()} {shorten(self.value)} is out of range: this prompt has {axis}s 0 "
+                             f"to {n - 1}.")
         return [i]
 
 
@@ -59,7 +62,7 @@ class CellSpec:
         return list(out)
 
 
-def _selector(text: str, spec: str) -> Selector:
+def _selector(text: str) -> Selector:
     t = text.strip()
     if t == "*":
         return Selector("all")
@@ -69,12 +72,12 @@ def _selector(text: str, spec: str) -> Selector:
     if m:
         a, b, s = int(m.group(1)), int(m.group(2)), int(m.group(3) or 1)
         if b < a or s < 1:
-            raise InputError(f"'{t}' in the cell spec '{spec}' is not a range: write A..B or A..B/STEP with A <= B.")
+            raise InputError(f"'{shorten(t)}' in the cell spec is not a range: write A..B or A..B/STEP with A <= B.")
         return Selector("range", a, b, s)
     try:
         return Selector("index", int(t))
     except ValueError:
-        raise InputError(f"'{t}' in the cell spec '{spec}' is not a layer or token: use a number, -N, last, * "
+        raise InputError(f"'{shorten(t)}' in the cell spec is not a layer or token: use a number, -N, last, * "
                          "or A..B/STEP.") from None
 
 
@@ -90,13 +93,13 @@ def parse_cell_spec(spec: str) -> CellSpec:
         elif part == "last":
             terms.append((Selector("all"), Selector("index", -1)))
         elif part.startswith("row:"):
-            terms.append((_selector(part[4:], spec), Selector("all")))
+            terms.append((_selector(part[4:]), Selector("all")))
         elif part.startswith("col:"):
-            terms.append((Selector("all"), _selector(part[4:], spec)))
+            terms.append((Selector("all"), _selector(part[4:])))
         elif part.count(":") == 1:
             a, b = part.split(":")
-            terms.append((_selector(a, spec), _selector(b, spec)))
+            terms.append((_selector(a), _selector(b)))
         else:
-            raise InputError(f"'{part}' is not a cell term: write LAYER:TOKEN (e.g. 15:last), row:L, col:T, "
+            raise InputError(f"'{shorten(part)}' is not a cell term: write LAYER:TOKEN (e.g. 15:last), row:L, col:T, "
                              "last or all.")
     return CellSpec(spec.strip(), tuple(terms))

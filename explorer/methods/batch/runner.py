@@ -22,12 +22,13 @@ import torch
 
 from explorer.api import Explorer
 from explorer.core.errors import ExplorerError, InputError
+from explorer.core.files import shorten
 from explorer.core.grid import DEFAULT_MAX_PROMPT_TOKENS, capture
 from explorer.core.results import CellInterpretation
 from explorer.interpret.engine import Interpreter, InterpretSettings
 from explorer.methods.batch import shards
 from explorer.methods.batch.cellspec import CellSpec, parse_cell_spec
-from explorer.methods.batch.inputs import PromptRow, count_rows, read_prompts
+from explorer.methods.batch.inputs import PromptRow, read_prompts, require_prompts
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ class BatchSummary:
     rows: int
     seconds: float
     merged: str | None
+    first_error: str | None = None  # the first bad row's reason, when no row was read at all
 
     @property
     def prompts_per_second(self) -> float:
@@ -95,8 +97,13 @@ def _check_run_file(out: Path, signature: dict) -> None:
     path = out / "run.json"
     text = json.dumps(signature, sort_keys=True, indent=1, default=str)
     if path.is_file():
-        if json.loads(path.read_text(encoding="utf-8")) != json.loads(text):
-            raise InputError(f"'{out}' holds a run with other settings; use a new --out folder to start another.")
+        try:
+            recorded = json.loads(path.read_text(encoding="utf-8"))
+        except (ValueError, RecursionError):
+            raise InputError(f"'{shorten(str(out), 200)}' holds a damaged run.json; use a new --out folder.") from None
+        if recorded != json.loads(text):
+            raise InputError(f"'{shorten(str(out), 200)}' holds a run with other settings; use a new --out folder to "
+                             "start another.")
         return
     tmp = out / f".run.json.{time.time_ns()}"
     tmp.write_text(text, encoding="utf-8")
@@ -190,19 +197,18 @@ def run_batch(ex: Explorer, cfg: BatchConfig, *, rank: int = 0, world: int = 1,
 
     spec = parse_cell_spec(cfg.cells)
     if isinstance(cfg.group_size, bool) or not isinstance(cfg.group_size, int) or not 1 <= cfg.group_size <= 4096:
-        raise InputError(f"The group size must be a whole number from 1 to 4096; got {cfg.group_size!r}.")
+        raise InputError(f"The group size must be a whole number from 1 to 4096; got {shorten(repr(cfg.group_size))}.")
     settings = ex.settings(cfg.template, n_placeholders=cfg.n_placeholders, k=cfg.k,
                            max_new_tokens=cfg.max_new_tokens, strength=cfg.strength)
     batch = ex.batch_size(settings, cfg.batch_size)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    n_rows = require_prompts(cfg.prompts, cfg.column)  # reads the whole file once: a broken file fails here
+    out = output_folder(cfg.out)
     signature = run_signature(ex, cfg, settings)
     sig = json.dumps(signature, sort_keys=True, default=str)
     _check_run_file(out, signature)
     shards.remove_partial(out, rank)
     done = shards.done_keys(out)
     todo = sum(len(m) for _, m in _groups(read_prompts(cfg.prompts, cfg.column), cfg, rank, world, sig, done))
-    n_rows = count_rows(cfg.prompts, cfg.column)
     counts = [0, 0]
     t0 = time.perf_counter()
     with tqdm(total=todo, unit="prompt", desc=f"batch r{rank}" if world > 1 else "batch", file=sys.stderr,
@@ -220,8 +226,42 @@ def run_batch(ex: Explorer, cfg: BatchConfig, *, rank: int = 0, world: int = 1,
     seconds = time.perf_counter() - t0  # the slowest process sets the pace
     merged, rows = (shards.merge(out) if rank == 0 else (None, 0))
     skipped = n_rows - counts[0] - counts[1]
+    first_error = None
+    if merged is not None and rows == 0:
+        first_error = next((str(e.get("error")) for e in shards.error_records(out)), None)
     return BatchSummary(done=counts[0], skipped=max(0, skipped), errors=counts[1], rows=rows, seconds=seconds,
-                        merged=None if merged is None else str(merged))
+                        merged=None if merged is None else str(merged), first_error=first_error)
+
+
+def output_folder(path: str) -> Path:
+    """The output folder, created if missing; InputError if ``path`` is a file or cannot be a folder."""
+    out = Path(path).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"The output must be a folder, and '{shorten(path, 200)}' is an existing file: "
+                         "give a new folder name.")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise InputError(f"The output folder '{shorten(path, 200)}' cannot be created "
+                         f"({e.strerror or 'not allowed'}).") from None
+    return out
+
+
+def nothing_done(s: BatchSummary, out: str) -> str | None:
+    """The sentence for a run that produced no reading at all (None when something was read)."""
+    if s.merged is None or s.rows > 0:
+        return None
+    where = f"{shorten(out, 200)}/errors.jsonl"
+    if s.errors:
+        reason = shorten((s.first_error or "").rstrip("."), 120)
+        total = s.errors + s.skipped  # with no rows written, the prompts skipped as done were bad before
+        if total == 1:
+            why = f" ({reason})" if reason else ""
+            return f"Nothing was interpreted: the only prompt was skipped as bad{why}; see {where}."
+        first = f" (the first: {reason})" if reason else ""
+        return f"Nothing was interpreted: all {total} prompts were skipped as bad{first}; every reason is in {where}."
+    return (f"Nothing was interpreted: every prompt was skipped as bad in an earlier run into this folder; the "
+            f"reasons are in {where}.")
 
 
 def summary_line(s: BatchSummary, world: int) -> str:
@@ -230,4 +270,4 @@ def summary_line(s: BatchSummary, world: int) -> str:
             f"{s.rows} rows in {s.merged}")
 
 
-__all__ = ["BatchConfig", "BatchSummary", "run_batch", "summary_line"]
+__all__ = ["BatchConfig", "BatchSummary", "nothing_done", "output_folder", "run_batch", "summary_line"]

@@ -74,11 +74,13 @@ def error_records(out: Path) -> list[dict]:
     folder = shard_dir(out)
     recs: list[dict] = []
     for path in sorted(folder.glob("errors-r*.jsonl")) if folder.is_dir() else []:
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
             try:
-                recs.append(json.loads(line))
-            except json.JSONDecodeError:
+                rec = json.loads(line)
+            except (json.JSONDecodeError, RecursionError):
                 continue  # a line cut short by a kill: that prompt is simply retried
+            if isinstance(rec, dict) and isinstance(rec.get("prompt_index"), int) and "prompt_hash" in rec:
+                recs.append(rec)
     return recs
 
 

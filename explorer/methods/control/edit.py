@@ -28,6 +28,7 @@ from types import MappingProxyType
 import torch
 
 from explorer.core.errors import EditError, InputError
+from explorer.core.files import shorten
 from explorer.core.grid import capture, tokenize_prompt
 from explorer.core.hooks import edit_output, record
 from explorer.core.models import LoadedModel, onloaded
@@ -123,20 +124,21 @@ class Edit:
 
         path = Path(path)
         if not path.is_file():
-            raise EditError(f"The edit file '{path}' does not exist.")
+            what = "is a folder, not a file" if path.is_dir() else "does not exist"
+            raise EditError(f"The edit file '{shorten(str(path), 200)}' {what}.")
         try:
             with safe_open(str(path), framework="pt") as f:
                 meta_raw = (f.metadata() or {}).get("explorer_edit")
                 params = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 - safe_open has no iterator
         except Exception as e:
-            raise EditError(f"'{path.name}' is not a readable edit file (safetensors): {type(e).__name__}.") from e
+            raise EditError(f"'{shorten(path.name)}' is not a readable edit file (safetensors): {type(e).__name__}.") from e
         if not meta_raw:
-            raise EditError(f"'{path.name}' has no SelfIE Explorer edit metadata.")
+            raise EditError(f"'{shorten(path.name)}' has no SelfIE Explorer edit metadata.")
         try:
             meta = json.loads(meta_raw)
             layer = int(meta.pop("layer"))
-        except (ValueError, KeyError, TypeError) as e:
-            raise EditError(f"'{path.name}' has corrupt edit metadata.") from e
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            raise EditError(f"'{shorten(path.name)}' has corrupt edit metadata.") from e
         meta.pop("edit_id", None)
         edit = cls(layer=layer, params=params, meta=meta)
         if lm is not None:

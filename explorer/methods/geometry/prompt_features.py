@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from explorer.core.errors import InputError
+from explorer.core.files import not_text, readable_file, shorten
 from explorer.core.models import LoadedModel
 from explorer.methods.geometry.features import GeometryGrid, geometry
 
@@ -94,17 +95,17 @@ def read_labelled_csv(path: str | Path) -> tuple[list[str], list[str]]:
     """``text`` and ``label`` columns of a CSV file (a user's concept set, or a shipped one)."""
     import pandas as pd
 
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"The file '{path}' does not exist.")
+    path = readable_file(path, "file")
     try:
-        frame = pd.read_csv(path, dtype=str, keep_default_na=False)
-    except Exception as e:
-        raise InputError(f"'{path.name}' is not a readable CSV file ({type(e).__name__}).") from e
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise not_text(path, "file", e) from None
+    except Exception:
+        raise InputError(f"'{shorten(path.name)}' is not a readable CSV file.") from None
     missing = {"text", "label"} - set(frame.columns)
     if missing:
-        raise InputError(f"'{path.name}' needs the columns text and label; it lacks {', '.join(sorted(missing))}.")
+        raise InputError(f"'{shorten(path.name)}' needs the columns text and label; it lacks {', '.join(sorted(missing))}.")
     frame = frame[frame["text"].str.strip() != ""]
     if frame["label"].nunique() < 2:
-        raise InputError(f"'{path.name}' needs at least two different labels.")
+        raise InputError(f"'{shorten(path.name)}' needs at least two different labels.")
     return frame["text"].tolist(), frame["label"].tolist()
