@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from explorer.core.errors import InputError
+from explorer.core.files import shorten
 from explorer.core.models import LoadedModel
 from explorer.core.prompts import InterpretationPrompt, Template, get_template
 
@@ -53,9 +54,9 @@ class InterpretSettings:
 
 def check_int(name: str, value, lo: int, hi: int) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-        raise InputError(f"The {name} must be a whole number from {lo} to {hi}; got {value!r}.")
+        raise InputError(f"The {name} must be a whole number from {lo} to {hi}; got {shorten(repr(value))}.")
     if not lo <= int(value) <= hi:
-        raise InputError(f"The {name} must be from {lo} to {hi}; got {value}.")
+        raise InputError(f"The {name} must be from {lo} to {hi}; got {shorten(str(value))}.")
 
 
 def make_settings(lm: LoadedModel, template: str | Template | None = None, *, n_placeholders: int = 5,

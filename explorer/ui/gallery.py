@@ -49,15 +49,20 @@ def gallery_dirs() -> list[Path]:
 
 
 def _entry(path: Path) -> GalleryEntry | None:
+    """The entry a file makes, or None for a file that is not a well-formed session (a gallery folder may
+    hold anything: a damaged, deeply nested or crafted file is skipped, never a traceback)."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     if not isinstance(data, dict) or not str(data.get("format", "")).startswith("selfie-explorer-session/"):
         return None
     meta = data.get("gallery") if isinstance(data.get("gallery"), dict) else {}
     sel = meta.get("selected")
-    selected = (int(sel[0]), int(sel[1])) if isinstance(sel, list) and len(sel) == 2 else None
+    selected = None
+    if (isinstance(sel, list) and len(sel) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v < 100_000 for v in sel)):
+        selected = (int(sel[0]), int(sel[1]))
     title = str(meta.get("title") or path.stem.replace("_", " "))
     explanation = str(meta.get("explanation") or f"A saved session: {data.get('prompt', '')!r}.")
     return GalleryEntry(path.stem, title, explanation, path, selected)

@@ -43,8 +43,8 @@ class UploadLedger:
     """
 
     def __init__(self, per_client: int | None = None, window_mb: float | None = None, window_s: float = 60.0):
-        self.per_client = per_client if per_client is not None else int(os.environ.get("SELFIE_UPLOADS_PER_MINUTE", "20"))
-        mb = window_mb if window_mb is not None else float(os.environ.get("SELFIE_UPLOAD_MB_PER_MINUTE", "256"))
+        self.per_client = per_client if per_client is not None else int(os.environ.get("SELFIE_UPLOADS_PER_MINUTE", "60"))
+        mb = window_mb if window_mb is not None else float(os.environ.get("SELFIE_UPLOAD_MB_PER_MINUTE", "512"))
         self.window_bytes = int(mb * 2**20)
         self.window_s = window_s
         self._seen: deque[tuple[float, str, int]] = deque()

@@ -8,6 +8,8 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+
 from explorer.core.results import SETTING_COLUMNS
 from explorer.methods.session_io import export_session, import_session
 from explorer.ui import edits, gallery
@@ -92,3 +94,48 @@ def test_a_share_link_id_is_checked_before_any_file_is_read(tmp_path, monkeypatc
             gallery.open_shared(None, Session(), bad)  # type: ignore[arg-type]
     with pytest.raises(InputError, match="no longer exists"):
         gallery.open_shared(None, Session(), "0123456789abcdef")  # type: ignore[arg-type]
+
+
+def test_a_crafted_or_deeply_nested_file_in_a_gallery_folder_is_skipped(tmp_path, monkeypatch):
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000, encoding="utf-8")
+    crafted = json.loads((GALLERY / "05_pun.json").read_text(encoding="utf-8"))
+    crafted["gallery"] = {"selected": ["1", {"x": 2}], "title": "crafted"}
+    (tmp_path / "crafted.json").write_text(json.dumps(crafted), encoding="utf-8")
+    monkeypatch.setenv("SELFIE_GALLERY_DIR", str(tmp_path))
+    found = {e.name: e for e in gallery.entries()}
+    assert "deep" not in found
+    assert found["crafted"].selected is None and found["crafted"].title == "crafted"
+
+
+def _shared_session(prompt: str) -> Session:
+    """A session holding a real grid of ``prompt`` (no readings): what "Share a link" exports."""
+    from explorer.ui import explore
+    from explorer.ui.session import AppConfig, ModelRegistry
+
+    s = Session()
+    explore.run_prompt(ModelRegistry(AppConfig()), s, "default", prompt, False)
+    return s
+
+
+def test_share_files_are_deduplicated_bounded_and_expire(tmp_path, monkeypatch, lm):
+    import os
+    import time
+
+    monkeypatch.setenv("SELFIE_SHARE_DIR", str(tmp_path))
+    quota = gallery.ShareQuota(max_files=3, max_mb=10, ttl_hours=1)
+    a = _shared_session("The Eiffel Tower is in the city of")
+    first = gallery.save_shared(a, quota)
+    assert gallery.save_shared(a, quota) == first  # the same view twice: one file
+    assert sorted(p.name for p in tmp_path.glob("*.json")) == [f"{first}.json"]
+    ids = [first] + [gallery.save_shared(_shared_session(f"Prompt number {i}"), quota) for i in range(3)]
+    kept = {p.stem for p in tmp_path.glob("*.json")}
+    assert len(kept) == 3 and first not in kept and set(ids[1:]) == kept  # the oldest went first
+    old = tmp_path / f"{ids[1]}.json"
+    os.utime(old, (time.time() - 7200, time.time() - 7200))  # two hours old: past the one-hour life
+    gallery.save_shared(_shared_session("Yet another prompt"), quota)
+    assert not old.exists()
+    from explorer.core.errors import InputError
+
+    tiny = gallery.ShareQuota(max_files=3, max_mb=0.0001, ttl_hours=1)  # about 100 bytes
+    with pytest.raises(InputError, match="too large to share"):
+        gallery.save_shared(a, tiny)

@@ -85,3 +85,31 @@ def test_unknown_function_indices_and_endpoint_names_get_a_4xx_sentence(app_url,
     run = next(i for i, f in app_demo.fns.items() if f.api_name == "run")
     ok = _post(f"{app_url}/gradio_api/queue/join", _run_body(run))
     assert ok.status_code == 200 and ok.json()["event_id"]
+
+
+def test_uploads_are_counted_per_client_and_in_bytes_per_minute():
+    from explorer.ui.guard import UploadLedger
+
+    ledger = UploadLedger(per_client=3, window_mb=1.0, window_s=60)
+    assert [ledger.admit("10.0.0.1", 10) for _ in range(3)] == [None, None, None]
+    refused = ledger.admit("10.0.0.1", 10)
+    assert refused is not None and "3 a minute" in refused
+    assert ledger.admit("10.0.0.2", 10) is None  # another address has its own count
+    assert "too many uploads right now" in (ledger.admit("10.0.0.3", 2**20) or "")  # the minute's bytes are spent
+    ledger.window_s = 0.0  # the minute passes
+    assert ledger.admit("10.0.0.1", 10) is None
+
+
+def test_an_exported_session_with_an_edit_uploads_back_through_the_page(app_demo, app_url):
+    """A session file with a control edit carries one MLP's weights (about 14 MB for the embedded model):
+    more than the 8 MB default, and the server still takes it back, since it exported it."""
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "explorer" / "data" / "gallery" / "08_control_edit.json"
+    assert path.stat().st_size > 8 * 2**20
+    with path.open("rb") as f:
+        r = httpx.post(f"{app_url}/gradio_api/upload", files={"files": ("s.json", f)}, timeout=60)
+    assert r.status_code == 200, r.text
+    stored = Path(r.json()[0])
+    assert stored.stat().st_size == path.stat().st_size
+    stored.unlink()
