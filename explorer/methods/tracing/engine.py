@@ -64,9 +64,13 @@ def draw_noise(settings: TraceSettings, n_positions: int, width: int, std: float
 
 
 def answer_prob(lm: LoadedModel, last: torch.Tensor, answer_id: int) -> torch.Tensor:
-    """p(answer) from states of the last position (B, d): final norm, unembedding, softmax in float64."""
-    logits = lm.arch.logit_lens(last.to(lm.device, lm.dtype)).double()
-    return torch.softmax(logits, dim=-1)[:, answer_id].cpu()
+    """p(answer) from states of the last position (B, d): final norm, unembedding, softmax in float64
+    (256 rows at a time, so a large batch's vocabulary-wide float64 logits stay small)."""
+    out = []
+    for part in last.split(256):
+        logits = lm.arch.logit_lens(part.to(lm.device, lm.dtype)).double()
+        out.append(torch.softmax(logits, dim=-1)[:, answer_id].cpu())
+    return torch.cat(out)
 
 
 @dataclass
