@@ -155,11 +155,13 @@ def test_noise_scale_is_the_embeddings_std(lm):
 
 
 def test_seeded_traces_repeat_and_seeds_differ(lm):
-    a = trace(lm, PROMPT, ANSWER, samples=2, seed=7)
-    b = trace(lm, PROMPT, ANSWER, samples=2, seed=7)
-    c = trace(lm, PROMPT, ANSWER, samples=2, seed=8)
-    assert np.array_equal(a.effect, b.effect) and a.p_corrupted == b.p_corrupted
-    assert not np.array_equal(a.effect, c.effect) and a.p_corrupted != c.p_corrupted
+    def run(seed):
+        r = setup(lm, ids_of(lm), ANSWER, settings=TraceSettings(samples=2, seed=seed))[0]
+        return r.p_corrupted_samples, r.restore([(6, (2,)), (20, (8,))])
+
+    (a_corr, a_cells), (b_corr, b_cells), (c_corr, c_cells) = run(7), run(7), run(8)
+    assert np.array_equal(a_corr, b_corr) and np.array_equal(a_cells, b_cells)
+    assert not np.array_equal(a_corr, c_corr) and not np.array_equal(a_cells, c_cells)
 
 
 def test_subject_is_found_by_text_or_guessed(lm):
@@ -249,26 +251,28 @@ def test_trace_eval_quick_prints_the_table_and_json(capsys):
     assert any("(a) subject's last token" in line for line in lines)
 
 
-def test_compare_diffs_two_prompts_traces(lm):
+def test_compare_diffs_two_prompts_traces(tiny):
     from explorer.api import Explorer
     from explorer.methods.compare import compare_prompts
 
+    lm = tiny("llama")  # the plumbing of Compare; the traces themselves are checked on the real model above
     ex = Explorer(lm)
     one = TraceSettings(samples=1)
     b_prompt = "The Colosseum is in the city of"
-    cmp = compare_prompts(ex, PROMPT, b_prompt, [5, 20], ex.settings(max_new_tokens=3), colouring="causal",
+    cmp = compare_prompts(ex, PROMPT, b_prompt, [1, 3], ex.settings(max_new_tokens=2), colouring="causal",
                           answers=(ANSWER, " Rome"), trace_settings=one)
     ta, tb = trace(lm, PROMPT, ANSWER, settings=one), trace(lm, b_prompt, " Rome", settings=one)
+    assert np.abs(ta.effect).max() > 0 and np.abs(tb.effect).max() > 0
     assert cmp.traces is not None and np.array_equal(cmp.traces[0].effect, ta.effect)
     assert np.array_equal(cmp.traces[1].effect, tb.effect) and cmp.traces[1].subject == "Colosseum"
-    for i, layer in enumerate([5, 20]):
+    for i, layer in enumerate([1, 3]):
         for j, (a, b) in enumerate(cmp.pairs):
             assert cmp.causal[i, j] == ta.effect[layer, a] - tb.effect[layer, b]
     fig = cmp.figure()
     assert fig["data"][0]["name"] == "causal effect, A minus B" and "clean" in fig["layout"]["title"]["text"]
     assert "causal_a_minus_b" in cmp.rows()[0]
     with pytest.raises(InputError, match="needs the answer"):
-        compare_prompts(ex, PROMPT, b_prompt, [5], ex.settings(max_new_tokens=3), colouring="causal")
+        compare_prompts(ex, PROMPT, b_prompt, [1], ex.settings(max_new_tokens=2), colouring="causal")
 
 
 def test_replay_reruns_a_block_bit_identically(lm):
@@ -284,3 +288,13 @@ def test_replay_reruns_a_block_bit_identically(lm):
         doubled = replay(block, calls[0][-1], torch.cat([hidden, hidden]))  # a batch of 2 on a call recorded with 1
     assert torch.equal(again, outs[0][-1])
     assert torch.allclose(doubled[1], outs[0][-1][0], atol=1e-5, rtol=0)
+
+
+def test_compare_tab_reads_answers_as_a_pair():
+    from explorer.ui.study_tabs import _pair
+
+    assert _pair("answers", "Paris") == ("Paris", "Paris")
+    assert _pair("answers", " Paris | Rome ") == ("Paris", "Rome")
+    assert _pair("answers", "  ") is None
+    with pytest.raises(InputError, match="split by one"):
+        _pair("answers", "Paris | Rome | Oslo")
