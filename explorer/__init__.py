@@ -33,13 +33,16 @@ _LAZY = {
     "Judge": "explorer.methods.control",
     "steering_vector": "explorer.methods.control",
     "concept_state": "explorer.methods.control",
+    "trace": "explorer.methods.tracing",
+    "CausalTrace": "explorer.methods.tracing",
+    "TraceSettings": "explorer.methods.tracing",
 }
 
 __all__ = [
-    "CellInterpretation", "Edit", "EditError", "Explorer", "ExplorerError", "Grid", "InputError", "InterpretSettings",
-    "InterpretationSet", "Interpreter", "Judge", "LoadedModel", "ModelLoadError", "Template", "TrainSettings",
-    "__version__", "applied", "concept_state", "load_model", "reinforcement_control", "steering_vector",
-    "supervised_control",
+    "CausalTrace", "CellInterpretation", "Edit", "EditError", "Explorer", "ExplorerError", "Grid", "InputError",
+    "InterpretSettings", "InterpretationSet", "Interpreter", "Judge", "LoadedModel", "ModelLoadError", "Template",
+    "TraceSettings", "TrainSettings", "__version__", "applied", "concept_state", "load_model", "reinforcement_control",
+    "steering_vector", "supervised_control", "trace",
 ]
 
 if TYPE_CHECKING:
@@ -60,6 +63,7 @@ if TYPE_CHECKING:
         steering_vector,
         supervised_control,
     )
+    from explorer.methods.tracing import CausalTrace, TraceSettings, trace
 
 
 def __getattr__(name: str) -> Any:

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 
 # Per context: module -> ((kind, fn), ...) in the order the contexts were entered (outer first).
-# kind "pre": fn(hidden) -> hidden (input); kind "post": fn(output, args) -> output.
+# kind "pre": fn(hidden) -> hidden (input); kind "post": fn(output, args) -> output;
+# kind "call": fn(args, kwargs), told the call's arguments, changes nothing.
 _Entries = tuple[tuple[str, Callable], ...]
 _ACTIVE: ContextVar[Mapping[nn.Module, _Entries]] = ContextVar("explorer_active_hooks", default=MappingProxyType({}))
 # Which model this context's forward passes run: None = the stock weights; otherwise the tags of every
@@ -68,6 +69,8 @@ def _dispatch_pre(module: nn.Module, args: tuple, kwargs: dict):
         if kind == "pre":
             args, kwargs = _join_input(args, kwargs, fn(_split_input(args, kwargs)))
             changed = True
+        elif kind == "call":
+            fn(args, kwargs)
     return (args, kwargs) if changed else None
 
 
@@ -208,6 +211,37 @@ def record(modules: Sequence[nn.Module], *, inputs: bool = False) -> Iterator[li
             pairs.append((module, "post", post))
     with _activate(pairs):
         yield store
+
+
+@contextlib.contextmanager
+def record_calls(modules: Sequence[nn.Module]) -> Iterator[list[list[tuple[tuple, dict]]]]:
+    """Record the positional and keyword arguments of each module's calls on this context's passes.
+
+    Yields one list per module, appended to on every call. With :func:`replay` a method can run a
+    module again on other hidden states with exactly the arguments the model gave it (attention
+    mask, rotary position embeddings, ...), e.g. to run the blocks from layer L on.
+    """
+    store: list[list[tuple[tuple, dict]]] = [[] for _ in modules]
+    pairs: list[tuple[nn.Module, str, Callable]] = []
+    for i, module in enumerate(modules):
+        def call(args: tuple, kwargs: dict, i: int = i) -> None:
+            store[i].append((args, dict(kwargs)))
+        pairs.append((module, "call", call))
+    with _activate(pairs):
+        yield store
+
+
+def replay(module: nn.Module, call: tuple[tuple, dict], hidden: torch.Tensor) -> torch.Tensor:
+    """Call ``module`` with the arguments of a recorded call (:func:`record_calls`), its hidden-state
+    input replaced by ``hidden`` (moved to the recorded input's device); returns its hidden-state output.
+
+    The batch of ``hidden`` may differ from the recorded one where the other arguments broadcast
+    (a call recorded with batch 1). The module's own dispatching hooks run as in any forward pass.
+    """
+    args, kwargs = call
+    recorded = _split_input(args, kwargs)
+    args, kwargs = _join_input(args, kwargs, hidden.to(recorded.device, recorded.dtype))
+    return output_tensor(module(*args, **kwargs))
 
 
 def overwrite_positions(

@@ -29,6 +29,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "geometry-eval": ("explorer.tools.geometry_eval", "geometric vs state probe AUC, geometry cost, intrinsic dimension"),
     "concept": ("explorer.tools.concept_cmd", "train a concept from examples, colour a grid by it, steer with GCAV"),
     "concept-eval": ("explorer.tools.concept_eval", "probe accuracy per concept set and GCAV vs fixed steering"),
+    "trace": ("explorer.tools.trace_cmd", "causal tracing: which states of the grid the answer depends on (ROME)"),
+    "trace-eval": ("explorer.tools.trace_eval", "mean causal effect by region over the shipped facts the model knows"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
     "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
     "gallery": ("explorer.tools.gallery_cmd", "build the gallery of worked examples by running the model, or list it"),

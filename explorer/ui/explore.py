@@ -21,7 +21,7 @@ from explorer.core.prompts import PRESETS, Template
 from explorer.core.results import CellInterpretation, InterpretationSet
 from explorer.interpret.engine import InterpretSettings
 from explorer.methods.control import applied
-from explorer.ui import edits, validate
+from explorer.ui import causal, edits, validate
 from explorer.ui.background import iterate_in_thread
 from explorer.ui.grid_view import figure_for, first_column
 from explorer.ui.readings import JobClock, job_order, progress_html, readings_html, shaded_words
@@ -76,8 +76,9 @@ def results_table(session: Session) -> pd.DataFrame:
 
 
 def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int | None,
-                 cell: CellInterpretation | None, note: str = "", stale: str = "") -> str:
-    """The details panel: the cell, its reading with per-token relevancy shading, and its lens."""
+                 cell: CellInterpretation | None, note: str = "", stale: str = "", extra: str = "") -> str:
+    """The details panel: the cell, its reading with per-token relevancy shading, its lens, and ``extra``
+    (the cell's causal effect in the causal colour mode)."""
     if grid is None or layer is None or token is None:
         return "<div class='sx-details sx-empty'>Run a prompt, then click a cell of the grid.</div>"
     lens = grid.lens(ex.lm, rows=[layer], cols=[token], k=5)
@@ -96,7 +97,7 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
                 f"<div class='sx-score'>{score}{' · cached' if cell.cached else ''}</div>")
         if stale:
             body += f"<div class='sx-stale-note'>{html.escape(stale)}</div>"
-    return (f"<div class='sx-details'>{head}{body}<div class='sx-lens'>logit lens: {tops}</div></div>")
+    return (f"<div class='sx-details'>{head}{body}{extra}<div class='sx-lens'>logit lens: {tops}</div></div>")
 
 
 def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: str, chat: bool) -> View:
@@ -168,7 +169,8 @@ class _Job:
         if shown_cell is None and self.session.results is not None and fl is not None:
             shown_cell = self.session.results.get(fl, ft)
         return details_html(self.ex, self.grid, fl, ft, shown_cell, note=note,
-                            stale=edits.stale_note(self.session, shown_cell))
+                            stale=edits.stale_note(self.session, shown_cell),
+                            extra=causal.effect_html(self.ex, self.session, fl, ft))
 
     def run(self) -> Iterator[View]:
         session, grid = self.session, self.grid
@@ -223,7 +225,8 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     else:
         fl, ft = session.selected or (None, None)
         shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
-        details = details_html(ex, session.grid, fl, ft, shown, stale=edits.stale_note(session, shown))
+        details = details_html(ex, session.grid, fl, ft, shown, stale=edits.stale_note(session, shown),
+                               extra=causal.effect_html(ex, session, fl, ft))
     return View(figure_for(ex, session), details, results_table(session), "")
 
 

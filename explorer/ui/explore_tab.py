@@ -16,6 +16,7 @@ from explorer.core.prompts import PRESETS
 from explorer.methods.colouring import COLOUR_MODES, colour_choices
 from explorer.methods.session_io import copy_as_python, export_session
 from explorer.ui import explore, grid_view, validate
+from explorer.ui.causal_fields import build_causal_fields, wire_causal_fields
 from explorer.ui.errors import friendly
 from explorer.ui.grid_plot import GridPlot, figure_value
 from explorer.ui.session import MODEL_PRESETS, AppConfig, ModelRegistry, Session
@@ -61,6 +62,7 @@ class ExploreWidgets:
     py_btn: gr.Button
     py_code: gr.Code
     import_evt: object = None  # the import's event, for follow-ups (the edit banner, the prompt box)
+    causal: object = None  # the causal colour mode's answer and subject fields (ui.causal_fields)
 
     @property
     def settings_inputs(self) -> list:
@@ -133,6 +135,7 @@ def _layout_grid() -> dict:
                 w["colour"] = gr.Dropdown(colour_choices(), value="logit_lens", label="Colour the grid by",
                                           elem_id="sx-colour")
                 w["page"] = gr.Slider(0, 1, value=0, step=1, label="First token shown", visible=False)
+            w["causal"] = build_causal_fields()
         with gr.Column(scale=2, min_width=280):
             w["details"] = gr.HTML(explore.details_html(None, None, None, None, None), elem_id="sx-details")
     w["table"] = gr.Dataframe(headers=explore.TABLE_COLUMNS, label="Results", interactive=False, wrap=True,
@@ -338,4 +341,5 @@ def build_explore_tab(registry: ModelRegistry, session: gr.State, config: AppCon
     """Lay out and wire the Explore tab (inside ``gr.Blocks``)."""
     widgets = ExploreWidgets(**_layout_inputs(config), **_layout_grid())
     _wire(widgets, ExploreHandlers(registry, config), session)
+    wire_causal_fields(widgets.causal, widgets.colour, widgets.grid_plot, widgets.job_progress, session, registry)
     return widgets

@@ -16,7 +16,8 @@ from explorer.core.hooks import MODEL_VARIANT
 from explorer.methods import geometry as _geometry  # noqa: F401  registers the geometry colour modes
 from explorer.methods.colouring import ColourLayer, colour_layer
 from explorer.methods.lenses import token_identity, token_identity_cached
-from explorer.ui import edits
+from explorer.methods.tracing import CAUSAL_MODE, trace_layer
+from explorer.ui import causal, edits
 from explorer.ui.background import stream_callbacks
 from explorer.ui.readings import JobClock, progress_html
 from explorer.ui.session import ModelRegistry, Session
@@ -59,6 +60,9 @@ def base_layer(ex: Explorer, session: Session, cols: list[int]) -> ColourLayer |
     with session.job_context(ex.lm) if MODEL_VARIANT.get() is None else contextlib.nullcontext():
         if mode == "token_identity" and not token_identity_cached(ex.lm, grid):
             return None  # computed by its own stoppable job (colour_job); drawn plain meanwhile
+        if mode == CAUSAL_MODE:  # the session's own trace (its answer and subject), once computed
+            trace = causal.current_trace(ex, session)
+            return None if trace is None else trace_layer(trace, cols)
         concept = None
         if mode.startswith("concept:"):  # a concept of this session (never a global mode)
             concept = session.concepts.get(mode.partition(":")[2].strip())
@@ -71,7 +75,9 @@ def base_layer(ex: Explorer, session: Session, cols: list[int]) -> ColourLayer |
 
 
 def colour_pending(registry: ModelRegistry, session: Session) -> bool:
-    """Whether the grid's colouring still has to be computed (token identity of a new grid)."""
+    """Whether the grid's colouring still has to be computed (token identity of a new grid, a causal trace)."""
+    if session.colour_mode == CAUSAL_MODE:
+        return causal.pending(registry.get(session.model), session)
     if session.grid is None or session.colour_mode != "token_identity":
         return False
     with session.job_context(registry.get(session.model).lm):
@@ -83,6 +89,11 @@ def colour_job(registry: ModelRegistry, session: Session) -> Iterator[tuple[dict
     streams a progress bar and stops with Stop. Yields ``(figure or None, progress html)``."""
     ex = registry.get(session.model)
     grid = session.require_grid()
+    if session.colour_mode == CAUSAL_MODE:
+        for bar in causal.trace_job(ex, session) if colour_pending(registry, session) else []:
+            yield None, bar
+        yield figure_for(ex, session), causal.status_html(ex, session)
+        return
     if not colour_pending(registry, session):
         yield figure_for(ex, session), ""
         return

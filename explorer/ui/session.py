@@ -273,6 +273,8 @@ class Session:
     concepts: dict = field(default_factory=dict)  # name -> explorer.methods.concepts.Concept
     concept_steer: object | None = None  # explorer.methods.concepts.Steering, applied with the edit
     reading_list: tuple[str, list] | None = None  # (scope, cells) the side panel lists after a row/column job
+    trace_query: tuple[str, str | None] | None = None  # (answer, subject) of the "causal effect" colour mode
+    trace: object | None = None  # its explorer.methods.tracing.CausalTrace for the current grid, once computed
     hide_system: bool = True  # start the grid at the user's first token of a chat-wrapped prompt
     variant_tag: str | None = None  # the model variant of this session's last job (edit and steering ids)
     session_id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
@@ -374,6 +376,7 @@ class Session:
         self.edit = None
         self.concepts = {}
         self.concept_steer = None
+        self.trace = None
         shutil.rmtree(Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id, ignore_errors=True)
 
 

@@ -47,6 +47,17 @@ def _layers(text: str, n_layers: int) -> list[int]:
     return layers
 
 
+def _pair(name: str, text) -> tuple[str, str] | None:
+    """``"x"`` -> (x, x); ``"x | y"`` -> (x, y); empty -> None."""
+    text = validate.as_text(name, text, 400)
+    if not text.strip():
+        return None
+    parts = [p.strip() for p in text.split("|")]
+    if len(parts) > 2 or not all(parts):
+        raise InputError(f"Write the {name} as one text for both prompts, or A's and B's split by one |.")
+    return (parts[0], parts[-1])
+
+
 def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
     gr.Markdown("Two prompts side by side: tokens are aligned by their text, the same cells of both are read "
                 "with SelfIE, and the cells whose readings differ are highlighted.")
@@ -55,15 +66,21 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
         b = gr.Textbox("The dog sat on the mat", label="Prompt B")
         layers = gr.Textbox("5,10,15,20", label="Layers")
         max_new = gr.Slider(4, 32, value=10, step=1, label="Max new tokens")
-    colouring = gr.Radio([("readings differ", "readings"), ("region-code Hamming distance (MLP geometry)", "hamming")],
+    colouring = gr.Radio([("readings differ", "readings"), ("region-code Hamming distance (MLP geometry)", "hamming"),
+                          ("causal effect on the answer, A minus B", "causal")],
                          value="readings", label="Colour the comparison by", elem_id="sx-compare-colouring")
+    with gr.Row():
+        answers = gr.Textbox("", label="Answers for the causal comparison (A | B)", placeholder="Paris | Rome",
+                             elem_id="sx-compare-answers", info="one answer for both, or A's and B's split by |")
+        subjects = gr.Textbox("", label="Subjects (A | B, optional)", placeholder="Eiffel Tower | Colosseum",
+                              elem_id="sx-compare-subjects", info="empty: the first capitalised name of each prompt")
     run = gr.Button("Compare", variant="primary")
     note = gr.Markdown(elem_id="sx-compare-note")
     plot = gr.Plot()
     table = gr.Dataframe(headers=["layer", "token_a", "token_b", "text_a", "text_b", "reading_a", "reading_b", "differs"],
                          column_widths=["6%", "7%", "7%", "8%", "8%", "28%", "28%", "8%"], wrap=True)
 
-    def on_compare(sess: Session, pa, pb, ls, mn, colour, progress=gr.Progress(track_tqdm=True)):
+    def on_compare(sess: Session, pa, pb, ls, mn, colour, ans, subj, progress=gr.Progress(track_tqdm=True)):
         import plotly.graph_objects as go
 
         try:
@@ -72,17 +89,21 @@ def build_compare_tab(registry: ModelRegistry, session: gr.State, user_error) ->
             pa, pb = validate.as_prompt(pa, limit, "prompt A"), validate.as_prompt(pb, limit, "prompt B")
             layer_list = _layers(ls, ex.lm.n_layers)
             settings = ex.settings(max_new_tokens=_as_int("max new tokens", mn, 1, 64))
+            answer_pair = _pair("answers", ans) if colour == "causal" else None
+            if colour == "causal" and answer_pair is None:
+                raise InputError("Type the answer each prompt should lead to (one for both, or A | B).")
+            subject_pair = _pair("subjects", subj) or (None, None)
             progress(0.1, desc="interpreting both prompts")
-            job = _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings, colouring=colour),
-                             sess)
+            job = _study_job(registry, lambda: compare_prompts(ex, pa, pb, layer_list, settings, colouring=colour,
+                                                               answers=answer_pair, subjects=subject_pair), sess)
             for cmp in job:
                 yield ((gr.skip(),) * 3 if cmp is None
                        else (go.Figure(cmp.figure()), pd.DataFrame(cmp.rows()), read_with(sess)))
         except Exception as e:
             raise user_error(e) from None
 
-    run.click(on_compare, [session, a, b, layers, max_new, colouring], [plot, table, note], concurrency_id="study",
-              concurrency_limit=1)
+    run.click(on_compare, [session, a, b, layers, max_new, colouring, answers, subjects], [plot, table, note],
+              concurrency_id="study", concurrency_limit=1)
 
 
 def build_evaluate_tab(registry: ModelRegistry, session: gr.State, user_error) -> None:
