@@ -18,13 +18,11 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch import nn
 
 from explorer.core.data import CORPUS
 from explorer.core.hooks import edit_input, edit_output, record, record_calls, replay
@@ -32,7 +30,6 @@ from explorer.core.models import LoadedModel
 from explorer.core.stop import checkpoint
 from explorer.methods.tracing.inputs import TraceSettings
 
-_STD_CACHE: weakref.WeakKeyDictionary[nn.Module, float] = weakref.WeakKeyDictionary()
 STD_TOKENS = 512
 
 # A restoration: (row, positions restored together at that row).
@@ -41,8 +38,9 @@ Cell = tuple[int, tuple[int, ...]]
 
 def embedding_std(lm: LoadedModel) -> float:
     """The standard deviation of the embedding output (row 0; every coordinate of the first 512 tokens
-    of the shipped corpus) under the stock weights, whatever the caller has applied; kept per model."""
-    cached = _STD_CACHE.get(lm.model)
+    of the shipped corpus) under the stock weights, whatever the caller has applied; kept by the model
+    (``lm.memo``)."""
+    cached = lm.memo.get(("embedding_std", STD_TOKENS))
     if cached is not None:
         return cached
     ids = lm.tokenizer.encode(CORPUS.read_text(encoding="utf-8"), add_special_tokens=True)[:STD_TOKENS]
@@ -53,7 +51,7 @@ def embedding_std(lm: LoadedModel) -> float:
         return float(ins[0][-1].float().std())
 
     value = contextvars.Context().run(measure)  # a fresh context: no edit, steering or job of the caller's
-    _STD_CACHE[lm.model] = value
+    lm.memo.put(("embedding_std", STD_TOKENS), value)
     return value
 
 
