@@ -394,5 +394,6 @@ def test_cli_sweep_saves_the_chosen_layers_and_steer_uses_them(tmp_path, capsys,
     back = Concept.load(out)
     choice = back.meta["layer_choice"]
     assert back.default_layers() == choice["layers"] and set(choice["layers"]) <= set(ROWS)
-    assert main(["concept", "steer", "--load", str(out), "--max-new-tokens", "2", "--k", "1"]) == 0
-    assert json.loads(capsys.readouterr().out)["rows"] == choice["layers"]
+    assert main(["concept", "steer", "--load", str(out), "--max-new-tokens", "2"]) == 0
+    steered = json.loads(capsys.readouterr().out)
+    assert steered["rows"] == choice["layers"] and steered["p0"] == choice["p0"]

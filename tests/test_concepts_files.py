@@ -64,6 +64,8 @@ def test_a_good_steer_setting_and_layer_choice_load_and_are_used(tmp_path):
     back, extra = load_with_extra(path)
     assert extra["steer"] == {"mode": "add", "p0": 0.9, "layers": [4, 8]}
     assert back.default_layers() == [8] and back.meta["layer_choice"]["p0"] == 0.05
+    assert back.target("remove").p0 == 0.05  # the p0 chosen with the layers is the default target
+    assert back.target("add").p0 == pytest.approx(0.99) and back.target("remove", k=3).p0 == pytest.approx(1e-3)
     assert _concept().default_layers() == [4, 8]  # no saved choice: the most accurate rows
 
 

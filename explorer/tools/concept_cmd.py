@@ -22,7 +22,6 @@ from explorer.core.errors import InputError
 from explorer.core.grid import capture
 from explorer.core.models import load_model
 from explorer.methods.concepts import Concept, Steering, StepLog, load_file
-from explorer.methods.concepts.gcav import p0_from_strength
 from explorer.methods.concepts.probe import PROBE_KINDS
 from explorer.methods.concepts.reviews import named_set, openings, set_names
 
@@ -55,7 +54,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", default="remove", help="add or remove; for several concepts one per concept, "
                                                     "comma separated")
     p.add_argument("--p0", help="GCAV target probability (overrides --k); several concepts: one per concept")
-    p.add_argument("--k", type=float, default=2.0, help="strength: p0 = 1 - 10^-k (add) or 10^-k (remove)")
+    p.add_argument("--k", type=float, default=None, help="strength: p0 = 1 - 10^-k (add) or 10^-k (remove); "
+                   "without --p0 and --k: the p0 saved with the concept's layer choice, else k = 2")
     p.add_argument("--alpha", type=float, default=0.5, help="fixed-coefficient comparison, in typical state norms")
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.add_argument("--quick", action="store_true", help="sweep: 6 prompts, 8 tokens, 5 groups (a check)")
@@ -82,11 +82,11 @@ def _each(text: str | None, n: int, what: str) -> list[str | None]:
     return parts
 
 
-def _p0s(args: argparse.Namespace, modes: list[str]) -> list[float]:
+def _p0s(args: argparse.Namespace, concepts: list[Concept], modes: list[str]) -> list[float]:
     out = []
-    for mode, raw in zip(modes, _each(args.p0, len(modes), "p0")):
+    for concept, mode, raw in zip(concepts, modes, _each(args.p0, len(modes), "p0")):
         if raw is None:
-            out.append(p0_from_strength(args.k, mode))
+            out.append(concept.target(mode, None, args.k).p0)
             continue
         try:
             out.append(float(raw))
@@ -161,7 +161,7 @@ def _steer(args: argparse.Namespace, lm) -> int:
 
     concepts = [Concept.load(path, lm) for path in args.load] if args.load else [_concept(args, lm)]
     modes = [str(m) for m in _each(args.mode, len(concepts), "mode")]
-    p0s = _p0s(args, modes)
+    p0s = _p0s(args, concepts, modes)
     rows = _layers(args.layers) or concepts[0].default_layers()
     steering = Steering(tuple(concepts), tuple(modes), tuple(p0s), tuple(rows))
     for c, m, p0 in zip(concepts, modes, p0s):
@@ -198,7 +198,7 @@ def _sweep(args: argparse.Namespace, lm) -> int:
         raise InputError(f"--budget must be a positive number; got {args.budget!r}.")
     res = sweep(lm, {c.name: c}, prompts, max_new_tokens=n, groups=groups, mode=mode, keep=2 if args.quick else 4,
                 budget=args.budget, report=print)
-    win = chosen(res, {c.name: c}, len(prompts))
+    win = chosen(res, {c.name: c}, len(prompts), mode)
     if win is None:
         raise InputError(f"No layer group kept the perplexity within {args.budget:g} x the unsteered one; nothing "
                          "was chosen.")

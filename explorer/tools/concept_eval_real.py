@@ -175,7 +175,7 @@ def run_real(lm: LoadedModel, quick: bool, out) -> dict:
           "unsteered model; [95% bootstrap intervals]", file=out)
     base = run_condition(lm, test, n, contextlib.nullcontext, "none")
     table = {"none": _line(base, base, out)}
-    gc = run_condition(lm, test, n, lambda: win.steer(lm, "remove"), f"GCAV {name} p0={p0:g}")
+    gc = run_condition(lm, test, n, lambda: win.steer(lm, "remove"), f"GCAV {name} p0={win.target('remove').p0:g}")
     table["gcav"] = _line(gc, base, out)
     others = {}
     for other in concepts:

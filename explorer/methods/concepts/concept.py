@@ -36,6 +36,7 @@ from explorer.methods.concepts.gcav import (
     StepLog,
     Target,
     check_layers,
+    check_mode,
     fixed,
     gcav,
     p0_from_strength,
@@ -94,13 +95,15 @@ class Concept:
         """The probe kind (``logistic`` or ``mean-difference``)."""
         return str(self.meta.get("probe", "logistic"))
 
-    def with_layer_choice(self, layers: Sequence[int], p0: float | None = None, how: str = "") -> Concept:
-        """This concept with a chosen steering group saved in its metadata (used by default by
-        :meth:`steer` and the commands), e.g. the winner of a layer sweep."""
+    def with_layer_choice(self, layers: Sequence[int], p0: float | None = None, how: str = "",
+                          mode: str = "remove") -> Concept:
+        """This concept with a chosen steering group (and the p0 chosen with it, for ``mode``) saved in its
+        metadata and used by default by :meth:`steer`, :meth:`target` and the commands, e.g. the winner
+        of a layer sweep."""
         rows = sorted({int(r) for r in layers})
         for r in rows:
             self.probe(r)
-        choice: dict = {"layers": rows, "how": how}
+        choice: dict = {"layers": rows, "how": how, "mode": check_mode(mode)}
         if p0 is not None:
             target_logit(p0)
             choice["p0"] = float(p0)
@@ -145,7 +148,12 @@ class Concept:
 
     # ------------------------------------------------------------------ steering
     def target(self, mode: str = "remove", p0: float | None = None, k: float | None = None) -> Target:
-        """A GCAV target from ``p0`` or the strength ``k`` (p0 = 1 - 10^-k to add, 10^-k to remove)."""
+        """A GCAV target from ``p0`` or the strength ``k`` (p0 = 1 - 10^-k to add, 10^-k to remove); with
+        neither, the p0 saved with the layer choice for this mode, else k = 2."""
+        if p0 is None and k is None:
+            choice = self.meta.get("layer_choice")
+            if isinstance(choice, dict) and choice.get("p0") is not None and choice.get("mode", "remove") == mode:
+                p0 = float(choice["p0"])
         if p0 is None:
             p0 = p0_from_strength(2.0 if k is None else k, mode)
         return Target(self.name, self.probes, mode, p0)
@@ -333,8 +341,9 @@ def load_with_extra(path: str | Path, lm: LoadedModel | None = None) -> tuple[Co
             raise InputError(f"'{path.name}' does not fit this model's states.")
     choice = concept.meta.get("layer_choice")
     if choice is not None:
-        check_steer_settings({"mode": "remove", "p0": choice.get("p0", 0.5), "layers": choice.get("layers")}
-                             if isinstance(choice, dict) else None, concept, lm, f"'{path.name}' (its layer choice)")
+        check_steer_settings({"mode": choice.get("mode", "remove"), "p0": choice.get("p0", 0.5),
+                              "layers": choice.get("layers")} if isinstance(choice, dict) else None, concept, lm,
+                             f"'{path.name}' (its layer choice)")
     if "steer" in head:
         head["steer"] = check_steer_settings(head["steer"], concept, lm, f"'{path.name}'")
     return concept, head

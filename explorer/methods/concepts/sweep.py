@@ -120,14 +120,15 @@ def sweep(lm: LoadedModel, candidates: Mapping[str, Concept], prompts: Sequence[
     return SweepResult(base, tuple(points), best)
 
 
-def chosen(result: SweepResult, candidates: Mapping[str, Concept], n_prompts: int) -> Concept | None:
+def chosen(result: SweepResult, candidates: Mapping[str, Concept], n_prompts: int,
+           mode: str = "remove") -> Concept | None:
     """The winning concept with its layer group and p0 saved in its metadata (None if nothing was admissible)."""
     b = result.best
     if b is None:
         return None
     how = (f"sweep on {n_prompts} validation openings: VADER+ {b.vader:.2f}, AFINN+ {b.afinn:.2f}, perplexity "
            f"{b.ppl:.2f} (unsteered {result.base.mean_ppl:.2f})")
-    return candidates[b.probe].with_layer_choice(b.layers, b.p0, how)
+    return candidates[b.probe].with_layer_choice(b.layers, b.p0, how, mode)
 
 
 __all__ = ["FIRST_P0", "P0_GRID", "SweepPoint", "SweepResult", "chosen", "layer_groups", "success", "sweep"]
