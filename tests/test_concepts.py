@@ -15,6 +15,7 @@ from explorer.methods.concepts import (
     Concept,
     ConceptData,
     Steering,
+    StepLog,
     Target,
     fit_probe,
     from_lists,
@@ -82,9 +83,10 @@ def test_colouring_equals_an_independent_sklearn_probe_on_the_grid(lm, sentiment
     for row in ROWS:
         x = np.stack([capture(lm, data.texts[i]).hidden[row, -1].double().numpy() for i in train])
         y = np.array([data.labels[i] for i in train])
-        ref = make_pipeline(StandardScaler(), LogisticRegression(C=1.0, max_iter=2000)).fit(x, y)
-        expected = ref.predict_proba(grid.hidden[row].double().numpy())[:, 1]
-        np.testing.assert_allclose(layer.values[row], expected, atol=1e-5)
+        p = sentiment.probe(row)  # the C chosen by cross-validation, and the fitted temperature
+        ref = make_pipeline(StandardScaler(), LogisticRegression(C=p.c, max_iter=100_000, tol=1e-12)).fit(x, y)
+        expected = sigmoid(ref.decision_function(grid.hidden[row].double().numpy()) / p.temperature)
+        np.testing.assert_allclose(layer.values[row], expected, atol=2e-4)
         assert f"{layer.values[row, -1]:.3f}" in layer.hover[row][grid.n_tokens - 1]
     others = [r for r in range(grid.n_rows) if r not in ROWS]
     assert np.isnan(layer.values[others]).all()
@@ -105,12 +107,16 @@ def test_training_sees_the_callers_edit(lm):
 
 
 # ----------------------------------------------------------------------------- GCAV
-@pytest.mark.parametrize("mode,p0", [("remove", 0.2), ("add", 0.9)])
-def test_gcav_moves_violating_states_onto_p0_and_leaves_others_bit_identical(lm, sentiment, mode, p0):
+@pytest.mark.parametrize("mode,quantile", [("remove", 0.3), ("add", 0.7)])
+def test_gcav_moves_violating_states_onto_p0_and_leaves_others_bit_identical(lm, sentiment, mode, quantile):
     row = 10
     w, b = sentiment.probe(row).w, sentiment.probe(row).b
     typical = sentiment.probe(row).typical_norm
     prompts = ["The movie was dull and the acting was awful.", "The movie was lovely and the acting superb."]
+    # A target inside the range the probe reads on these tokens, so that some states meet it and some miss.
+    grids = [capture(lm, p).hidden[row].double().numpy() for p in prompts]
+    probs = np.concatenate([sigmoid(g[np.linalg.norm(g, axis=1) <= 8 * typical] @ w + b) for g in grids])
+    p0 = float(np.quantile(probs, quantile))
     violated = satisfied = 0
     for prompt in prompts:
         before = capture(lm, prompt).hidden[row].double().numpy()
@@ -203,7 +209,7 @@ def test_a_sessions_concept_steering_is_invisible_to_another(lm, sentiment):
 
 # ----------------------------------------------------------------------------- files
 def test_save_and_load_round_trip(lm, sentiment, tmp_path):
-    path = sentiment.save(tmp_path / "c.safetensors", extra={"steer": {"mode": "remove"}})
+    path = sentiment.save(tmp_path / "c.safetensors", extra={"steer": {"mode": "remove", "p0": 0.1, "layers": [10]}})
     raw = path.read_bytes()
     assert b"pickle" not in raw[:200]
     back = Concept.load(path, lm)
@@ -212,6 +218,9 @@ def test_save_and_load_round_trip(lm, sentiment, tmp_path):
         assert np.array_equal(back.probe(r).w, sentiment.probe(r).w)
         assert back.probe(r).accuracy == sentiment.probe(r).accuracy
     assert back.meta["texts"] == list(small("negative_sentiment").texts)
+    sentiment.save(tmp_path / "half.safetensors", extra={"steer": {"mode": "remove"}})  # no p0, no layers
+    with pytest.raises(InputError, match="p0 = None"):
+        Concept.load(tmp_path / "half.safetensors")
     (tmp_path / "bad.safetensors").write_bytes(b"nonsense")
     with pytest.raises(InputError, match="not a readable concept file"):
         Concept.load(tmp_path / "bad.safetensors")
@@ -285,4 +294,106 @@ def test_concept_eval_quick_prints_its_figures(capsys):
         assert key in report
     assert set(report["probe_best_acc"]) == {"formality", "negative_sentiment", "question", "sports"}
     assert all(0.5 < v <= 1.0 for v in report["probe_best_acc"].values())
+    assert all(0.0 <= v < 0.5 for v in report["probe_best_ece"].values())
     assert any("best layer" in ln for ln in lines)
+    real = report["real"]
+    gcav = real["table"]["gcav"]
+    for key in ("vader_ci", "afinn_ci", "vader_lift_ci", "afinn_lift_ci", "ppl_ratio_ci"):
+        lo, hi = gcav[key]
+        assert lo <= hi
+    assert gcav["vader_ci"][0] <= gcav["vader_positive"] <= gcav["vader_ci"][1]
+    assert set(real["targets"]) == {"lift_vader_0.25", "lift_afinn_0.25", "ppl_within_1.2x", "beats_matched_fixed"}
+    assert 0.0 <= real["judge_agreement"]["agreement"] <= 1.0
+    assert real["chosen"]["layers"] and 0 < real["chosen"]["p0"] < 1
+    assert real["multi_concept"]["held"]["largest_step_ratio"] > 0
+    assert any("Held-out test" in ln for ln in lines)
+
+
+# ----------------------------------------------------------------------------- several concepts
+@pytest.fixture(scope="module")
+def formality(lm) -> Concept:
+    return Concept.train(lm, small("formality"), layers=[10])
+
+
+def test_several_concepts_hold_one_at_its_p0_while_another_moves(lm, sentiment, formality):
+    """Sentiment is removed (P <= 0.05) while formality is held at its unsteered level: an add and a
+    remove target at the same p0, solved together by SLSQP. The log's largest step equals the largest
+    state change measured in the grids, over the typical norm."""
+    row, prompt = 10, "The waiter was rude and the soup was cold"
+    s_probe, f_probe = sentiment.probe(row), formality.probe(row)
+    before = capture(lm, prompt).hidden[row].double().numpy()
+    pf = float(f_probe.prob(before[-1:])[0])
+    assert s_probe.prob(before[-1:])[0] > 0.05  # sentiment has to move
+    with sentiment.steer(lm, "remove", p0=0.05, layers=[row]):
+        alone = capture(lm, prompt).hidden[row].double().numpy()
+    drift = abs(float(f_probe.prob(alone[-1:])[0]) - pf)
+    both = Steering((sentiment, formality, formality), ("remove", "add", "remove"), (0.05, pf, pf), (row,))
+    log = StepLog()
+    with both.context(lm, log):
+        held = capture(lm, prompt).hidden[row].double().numpy()
+    assert float(s_probe.prob(held[-1:])[0]) <= 0.05 + 1e-6
+    assert abs(float(f_probe.prob(held[-1:])[0]) - pf) < 0.05
+    assert abs(float(f_probe.prob(held[-1:])[0]) - pf) < drift  # holding changed something
+    steps = np.linalg.norm(held - before, axis=1)
+    typical = max(s_probe.typical_norm, f_probe.typical_norm)
+    record = log.records()[0]
+    assert record["layer"] == row and record["max_ratio"] == pytest.approx(steps.max() / typical, rel=1e-5)
+    assert len(record["eps"]) == 3
+
+
+def test_cli_steers_several_concepts_and_reports_a_solver_failure(tmp_path, capsys, sentiment, formality):
+    from explorer.tools.cli import main
+
+    a = sentiment.save(tmp_path / "s.safetensors")
+    b = formality.save(tmp_path / "f.safetensors")
+    assert main(["concept", "steer", "--load", str(a), str(b), "--mode", "remove,remove", "--p0", "0.05,0.5",
+                 "--layers", "10", "--max-new-tokens", "3"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["concepts"] == ["negative_sentiment", "formality"] and out["p0s"] == [0.05, 0.5]
+    assert all(len(r["eps_last"]) == 2 for r in out["eps_per_step"]) and out["largest_step_ratio"] > 0
+    # The same concept pushed above 0.9 and below 0.1 at once: no solution, one sentence, exit 2.
+    assert main(["concept", "steer", "--load", str(a), str(a), "--mode", "add,remove", "--p0", "0.9,0.1",
+                 "--layers", "10", "--max-new-tokens", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "no step that meets every target" in err and "Traceback" not in err
+    assert main(["concept", "steer", "--load", str(a), str(b), "--p0", "0.1,0.2,0.3", "--layers", "10"]) == 2
+    assert "3 values for 2 concepts" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- GCAV-Output and the sweep
+def test_gcav_output_labels_the_models_own_continuations_by_the_judge(lm):
+    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
+
+    from explorer.methods.concepts.output import output_examples
+    from explorer.methods.concepts.reviews import openings
+
+    prompts = openings("train", False, 100) + openings("train", True, 20)  # enough negative continuations
+    data = output_examples(lm, prompts, max_new_tokens=10, seed=1)
+    sia = SentimentIntensityAnalyzer()
+    for text, label in zip(data.texts, data.labels):
+        prompt = next(p for p in prompts if text.startswith(p))
+        score = sia.polarity_scores(text[len(prompt):])["compound"]
+        assert abs(score) >= 0.05 and label == int(score <= -0.05)  # neutral ones are dropped
+    assert set(data.labels) == {0, 1} and len(data.texts) < len(prompts)
+
+
+def test_cli_sweep_saves_the_chosen_layers_and_steer_uses_them(tmp_path, capsys, sentiment):
+    from explorer.tools.cli import main
+
+    path = sentiment.save(tmp_path / "s.safetensors")
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("The soup was cold and\nThe staff were rude and\n", encoding="utf-8")
+    out = tmp_path / "chosen.safetensors"
+    args = ["concept", "sweep", "--load", str(path), "--prompts", str(prompts), "--quick", "--max-new-tokens", "4",
+            "--save", str(out)]
+    assert main([*args, "--budget", "0.01"]) == 2  # nothing can be that fluent: one sentence, nothing saved
+    assert "No layer group kept the perplexity within 0.01" in capsys.readouterr().err and not out.exists()
+    # This tiny concept (10 prompts a side) moves text hard; a loose budget lets every point in.
+    assert main([*args, "--budget", "1e12"]) == 0
+    assert out.is_file() and "chosen rows" in capsys.readouterr().out
+    back = Concept.load(out)
+    choice = back.meta["layer_choice"]
+    assert back.default_layers() == choice["layers"] and set(choice["layers"]) <= set(ROWS)
+    assert main(["concept", "steer", "--load", str(out), "--max-new-tokens", "2"]) == 0
+    steered = json.loads(capsys.readouterr().out)
+    assert steered["rows"] == choice["layers"] and steered["p0"] == choice["p0"]

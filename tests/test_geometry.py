@@ -150,9 +150,61 @@ def test_cli_geometry_writes_features_csv(tmp_path, capsys):
     prompts.write_text("def f(x):\n    return x + 1\n\nThe cat sat on the mat.\n", encoding="utf-8")
     assert main(["geometry", "--prompts", str(prompts), "--out", str(out)]) == 0
     frame = pd.read_csv(out)
-    assert len(frame) == 2 and "layer30_s_mean" in frame.columns and "layer1_id_last" in frame.columns
+    # The paper's 7 statistics per layer by default; the attention columns only when asked for.
+    assert len(frame) == 2 and "layer30_s_mean" in frame.columns and "layer1_id_last" not in frame.columns
+    assert len(frame.columns) == 1 + 7 * 30
+    assert main(["geometry", "--prompts", str(prompts), "--out", str(out), "--features", "extended"]) == 0
+    assert "layer1_id_last" in pd.read_csv(out).columns and len(pd.read_csv(out).columns) == 1 + 9 * 30
     assert main(["geometry", "--prompt", "hi", "--out", str(tmp_path / "x.txt")]) == 2
     assert "error:" in capsys.readouterr().err
+
+
+def test_prompt_features_are_the_papers_seven_statistics_with_sample_std(tiny):
+    """Per layer: mean, min, max, std of s_t; min, mean, std of d_t; std with divisor T - 1 as in the
+    authors' code (torch's default), checked against Python's statistics module on the grid's cells."""
+    import statistics
+
+    from explorer.methods.geometry.prompt_features import prompt_features
+
+    lm = tiny("llama")
+    text = "A short prompt about rivers, bridges and the sea."
+    feats = prompt_features(lm, [text, "Hi"], max_tokens=12)
+    g = geometry(lm, lm.tokenizer.encode(text, add_special_tokens=True)[:12])
+    assert feats.values.shape == (2, lm.n_layers, 7)
+    for i in range(lm.n_layers):
+        s, d = [float(v) for v in g.on_fraction[i + 1]], [float(v) for v in g.distance[i + 1]]
+        expected = [statistics.fmean(s), min(s), max(s), statistics.stdev(s), min(d), statistics.fmean(d),
+                    statistics.stdev(d)]
+        np.testing.assert_allclose(feats.values[0, i], expected, rtol=1e-6, atol=1e-9)
+    extended = prompt_features(lm, [text], max_tokens=12, features="extended")
+    np.testing.assert_array_equal(extended.values[0, :, 7], g.intrinsic_dim[1:, -1])
+    if len(lm.tokenizer.encode("Hi", add_special_tokens=True)) == 1:  # one token: no sample std
+        assert np.isnan(feats.values[1, :, 3]).all()
+
+
+def test_geometric_probe_is_class_balanced():
+    """With 3 times more prompts of one label, the balanced probe still finds the minority class: its
+    cross-validated predictions match an explicitly class-weighted reference."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import roc_auc_score
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from explorer.methods.geometry.probe import cross_validated_auc
+
+    rng = np.random.default_rng(3)
+    y = np.array(["a"] * 45 + ["b"] * 15)
+    x = rng.normal(size=(60, 6)) + (y == "b")[:, None] * 0.8
+    yi = (y == "b").astype(int)
+    weights = {0: 60 / (2 * 45), 1: 60 / (2 * 15)}
+    ref = make_pipeline(StandardScaler(), LogisticRegression(class_weight=weights, max_iter=2000))
+    proba = cross_val_predict(ref, x, yi, cv=StratifiedKFold(5, shuffle=True, random_state=0), method="predict_proba")
+    assert cross_validated_auc(x, y) == pytest.approx(roc_auc_score(y == "b", proba[:, 1]), abs=1e-12)
+    plain = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    unbalanced = cross_val_predict(plain, x, yi, cv=StratifiedKFold(5, shuffle=True, random_state=0),
+                                   method="predict_proba")
+    assert not np.allclose(unbalanced, proba)  # the weighting changes the fit
 
 
 def test_geometry_eval_quick_prints_the_figures(capsys):

@@ -1,12 +1,17 @@
-"""``python -m explorer concept-eval``: how well the shipped concepts are probed and steered.
+"""``python -m explorer concept-eval``: how well concepts are probed and steered.
 
-1. Every shipped concept set is trained on every row; the best row's held-out accuracy and AUC are
-   printed, with the time the sentiment concept took to train.
-2. On held-out negative review openings (no probe saw them), 30-token greedy continuations with no
-   steering, fixed-coefficient steering along the sentiment CAV (3 strengths) and GCAV removal of
-   negative sentiment (3 values of p0). An independent lexicon judge (VADER) calls a continuation
-   positive when its compound score is at least 0.05; fluency is the perplexity of the continuation
-   under the unsteered model. The last line is JSON.
+1. Every shipped concept set is trained on every row (calibrated logistic probes); the best row's
+   held-out accuracy, AUC and calibration error are printed, with the time the sentiment concept
+   took to train.
+2. On the project's own negative review openings (no probe saw them), 30-token greedy continuations
+   with no steering, fixed-coefficient steering along the sentiment CAV (3 strengths) and GCAV removal
+   of negative sentiment (3 values of p0), judged by VADER (compound >= 0.05 is positive); fluency is
+   the perplexity of the continuation under the unsteered model.
+3. Real reviews that no one here wrote (``concept_eval_real``): probes, GCAV-Output, the layer sweep on
+   validation openings, and held-out test openings with two judges, bootstrap intervals, the fixed
+   coefficient at matched perplexity, an ActAdd baseline and several concepts at once.
+
+The last line is JSON (the keys of part 2 at the top level, part 3 under ``real``).
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ import torch
 
 from explorer.core.models import LoadedModel, load_model
 from explorer.methods.concepts import Concept, ConceptData, negative_openings, shipped, shipped_names
+from explorer.methods.concepts.judges import vader_scores
+from explorer.methods.concepts.steer_eval import generate, perplexity
+from explorer.tools.concept_eval_real import run_real
 
 SENTIMENT = "negative_sentiment"
 FIXED_ALPHAS = (0.25, 0.5, 1.0)
@@ -33,73 +41,21 @@ GCAV_P0 = (0.1, 0.01, 0.001)
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="default")
     p.add_argument("--quick", action="store_true",
-                   help="small sets (the sentiment set in full), 8 openings, 12 tokens: a ~2 minute check")
+                   help="small sets (the sentiment set in full), 8 openings, 12 tokens: about a minute")
     p.add_argument("--max-new-tokens", type=int, default=30)
     p.add_argument("--layers", default="", help="steering rows, comma separated (default: the 3 most accurate)")
     p.add_argument("--json", help="also write the full report (with every continuation) to this file")
+    p.add_argument("--no-real", action="store_true", help="skip the evaluation on real reviews")
 
 
 def subset(data: ConceptData, per_side_train: int, per_side_test: int) -> ConceptData:
     """The first prompts of each side and split (the quick run)."""
-    keep, seen = [], {}
-    for i, (lab, split) in enumerate(zip(data.labels, data.splits)):
-        cap = per_side_train if split == "train" else per_side_test
-        if seen.get((lab, split), 0) < cap:
-            seen[(lab, split)] = seen.get((lab, split), 0) + 1
-            keep.append(i)
-    return ConceptData(data.name, tuple(data.texts[i] for i in keep), tuple(data.labels[i] for i in keep),
-                       tuple(data.splits[i] for i in keep), data.source + ":subset")
-
-
-def _left_padded(lm: LoadedModel, seqs: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    pad = lm.tokenizer.pad_token_id if lm.tokenizer.pad_token_id is not None else 0
-    ids = torch.full((len(seqs), width), int(pad), dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for i, s in enumerate(seqs):
-        ids[i, width - len(s):] = torch.tensor(list(s))
-        mask[i, width - len(s):] = 1
-    return ids.to(lm.device), mask.to(lm.device)
-
-
-def generate(lm: LoadedModel, prompts: Sequence[str], max_new_tokens: int) -> list[list[int]]:
-    """Greedy continuations of plain-text prompts, as one left-padded batch (cut at EOS)."""
-    seqs = [lm.tokenizer.encode(p, add_special_tokens=False) for p in prompts]
-    ids, mask = _left_padded(lm, seqs)
-    with torch.inference_mode():
-        out = lm.model.generate(input_ids=ids, attention_mask=mask, do_sample=False, num_beams=1,
-                                max_new_tokens=max_new_tokens, min_new_tokens=None, temperature=None, top_p=None,
-                                top_k=None, pad_token_id=lm.tokenizer.pad_token_id)
-    eos = lm.eos_token_ids
-    result = []
-    for row in out[:, ids.shape[1]:].tolist():
-        cut = next((i for i, t in enumerate(row) if t in eos), len(row))
-        result.append(row[:cut])
-    return result
-
-
-def perplexity(lm: LoadedModel, prompts: Sequence[str], continuations: Sequence[Sequence[int]]) -> list[float]:
-    """exp(mean NLL) of each continuation given its prompt, under the model of the calling context."""
-    out = []
-    for prompt, cont in zip(prompts, continuations):
-        if not cont:
-            out.append(float("nan"))
-            continue
-        head = lm.tokenizer.encode(prompt, add_special_tokens=False)
-        ids = torch.tensor([head + list(cont)], device=lm.device)
-        with torch.inference_mode():
-            logits = lm.model(input_ids=ids, use_cache=False).logits[0, len(head) - 1:-1].float()
-        nll = torch.nn.functional.cross_entropy(logits, ids[0, len(head):])
-        out.append(float(torch.exp(nll)))
-    return out
+    return data.take(per_side_train, per_side_test)
 
 
 def judge_positive(texts: Sequence[str]) -> list[float]:
     """VADER compound score of each text (>= 0.05 counts as positive)."""
-    from vaderSentiment.vaderSentiment import SentimentIntensityAnalyzer
-
-    sia = SentimentIntensityAnalyzer()
-    return [float(sia.polarity_scores(t)["compound"]) for t in texts]
+    return [float(v) for v in vader_scores(texts)]
 
 
 def run_condition(lm: LoadedModel, prompts: Sequence[str], n: int, ctx: Callable[[], contextlib.AbstractContextManager],
@@ -127,15 +83,17 @@ def probe_table(lm: LoadedModel, quick: bool, out) -> tuple[dict[str, Concept], 
         top = c.best_layers(1)[0]
         p = c.probe(top)
         concepts[name] = c
-        best[name] = {"layer": top, "accuracy": p.accuracy, "auc": p.auc, "train_seconds": secs}
+        best[name] = {"layer": top, "accuracy": p.accuracy, "auc": p.auc, "ece": p.ece, "train_seconds": secs,
+                      "capture_seconds": c.meta["capture_s"], "fit_seconds": c.meta["fit_s"]}
         n = len(data.texts)
-        print(f"{name:<20} best layer {top:>2}: held-out accuracy {p.accuracy:.3f}, AUC {p.auc:.3f}  "
-              f"(trained on {n} prompts x {len(c.layers)} rows in {secs:.1f} s)", file=out)
+        print(f"{name:<20} best layer {top:>2}: held-out accuracy {p.accuracy:.3f}, AUC {p.auc:.3f}, ECE {p.ece:.3f} "
+              f"(C {p.c:g}, T {p.temperature:.2f}; trained on {n} prompts x {len(c.layers)} rows in {secs:.1f} s: "
+              f"states {c.meta['capture_s']:.1f} s, probes {c.meta['fit_s']:.1f} s)", file=out)
     return concepts, best
 
 
 def evaluate(lm: LoadedModel, *, quick: bool = False, max_new_tokens: int = 30, layers: Sequence[int] | None = None,
-             out=None) -> dict:
+             out=None, real: bool = True) -> dict:
     out = out if out is not None else sys.stdout  # read at call time: the stream may have been replaced
     print(f"Concept probes on {lm.model_id} ({torch.get_num_threads()} CPU threads)", file=out)
     concepts, best = probe_table(lm, quick, out)
@@ -159,13 +117,17 @@ def evaluate(lm: LoadedModel, *, quick: bool = False, max_new_tokens: int = 30, 
     gcav_c = [c for c in conditions if c["condition"].startswith("gcav")]
     bf = max(fixed_c, key=lambda c: (c["success"], -c["ppl"]))
     bg = max(gcav_c, key=lambda c: (c["success"], -c["ppl"]))
+    extra = {"real": run_real(lm, quick, out)} if real else {}
     return {"model": lm.model_id, "quick": quick, "layers": rows, "n_prompts": len(prompts), "max_new_tokens": n,
             "base_success": conditions[0]["success"], "best_fixed_success": bf["success"],
             "best_fixed": bf["condition"], "gcav_success": bg["success"], "best_gcav": bg["condition"],
             "base_ppl": conditions[0]["ppl"], "best_fixed_ppl": bf["ppl"], "gcav_ppl": bg["ppl"],
             "probe_best_acc": {k: v["accuracy"] for k, v in best.items()},
             "probe_best_auc": {k: v["auc"] for k, v in best.items()},
-            "sentiment_train_seconds": best[SENTIMENT]["train_seconds"], "conditions": conditions}
+            "sentiment_train_seconds": best[SENTIMENT]["train_seconds"],
+            "sentiment_capture_seconds": best[SENTIMENT]["capture_seconds"],
+            "sentiment_fit_seconds": best[SENTIMENT]["fit_seconds"],
+            "probe_best_ece": {k: v["ece"] for k, v in best.items()}, "conditions": conditions, **extra}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -178,9 +140,12 @@ def run(args: argparse.Namespace) -> int:
     if args.max_new_tokens < 1 or args.max_new_tokens > 200:
         raise InputError("--max-new-tokens must be from 1 to 200.")
     lm = load_model(args.model)
-    report = evaluate(lm, quick=args.quick, max_new_tokens=args.max_new_tokens, layers=layers)
+    report = evaluate(lm, quick=args.quick, max_new_tokens=args.max_new_tokens, layers=layers, real=not args.no_real)
     if args.json:
         with open(args.json, "w", encoding="utf-8") as f:
-            json.dump(report, f, indent=1)
-    print(json.dumps({k: v for k, v in report.items() if k != "conditions"}))
+            json.dump(report, f, indent=1, default=str)
+    short = {k: v for k, v in report.items() if k != "conditions"}
+    if "real" in short:
+        short["real"] = {k: v for k, v in short["real"].items() if k not in ("sweep", "probe_rows", "hypothesis")}
+    print(json.dumps(short, default=str))
     return 0

@@ -1,4 +1,5 @@
-"""``python -m explorer geometry``: per-prompt geometric features (9 statistics per layer) as CSV.
+"""``python -m explorer geometry``: per-prompt geometric features (SplineLLM's 7 statistics per
+layer; ``--features extended`` adds the attention intrinsic dimension, 9 per layer) as CSV.
 
 Prompts come from ``--prompt TEXT`` or ``--prompts FILE`` (a .txt file with prompts separated by blank
 lines, or a .csv file with a ``text`` column and optionally ``label``).
@@ -23,6 +24,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="where to write the features: FILE.csv or FILE.json")
     p.add_argument("--model", default="default", help="'default' (embedded), hub id, local folder or .gguf file")
     p.add_argument("--max-tokens", type=int, default=256, help="keep at most this many tokens of each prompt")
+    p.add_argument("--features", choices=["paper", "extended"], default="paper",
+                   help="paper: the 7 statistics per layer of SplineLLM (default); extended: plus the last token's "
+                        "attention intrinsic dimension and its mean over tokens (9 per layer)")
 
 
 def read_prompts(path: str) -> tuple[list[str], list[str] | None]:
@@ -62,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     def progress(done: int, total: int, left: float) -> None:
         print(f"\r{done}/{total} prompts, about {left:.0f} s left", end="", file=sys.stderr, flush=True)
 
-    feats = prompt_features(lm, texts, labels=labels, max_tokens=args.max_tokens, progress=progress)
+    feats = prompt_features(lm, texts, labels=labels, max_tokens=args.max_tokens, progress=progress,
+                            features=args.features)
     print(file=sys.stderr)
     frame = feats.to_frame()
     if args.out.lower().endswith(".json"):

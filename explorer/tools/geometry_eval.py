@@ -51,6 +51,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concepts", default=str(CONCEPTS), help="a CSV with text and label columns")
     p.add_argument("--per-class", type=int, default=None, help="sample this many prompts of each label "
                    "(default: all; 8 with --quick)")
+    p.add_argument("--features", choices=["paper", "extended"], default="paper",
+                   help="the geometric probe's features: SplineLLM's 7 statistics per layer, or 9 with attention")
     p.add_argument("--figure", default=None, help="write the intrinsic-dimension plot here (HTML); default "
                    "assets/geometry_intrinsic_dimension.html for a full run, none for --quick")
 
@@ -66,7 +68,7 @@ def _sample(texts: list[str], labels: list[str], per_class: int | None) -> tuple
     return [texts[i] for i in keep], [labels[i] for i in keep]
 
 
-def probe_set(lm, name: str, texts: list[str], labels: list[str]) -> dict:
+def probe_set(lm, name: str, texts: list[str], labels: list[str], features: str = "paper") -> dict:
     """Features and both probes for one labelled set; prints a summary and returns the figures."""
     from explorer.methods.geometry.probe import geometric_probe, state_probe
     from explorer.methods.geometry.prompt_features import prompt_features
@@ -75,7 +77,7 @@ def probe_set(lm, name: str, texts: list[str], labels: list[str]) -> dict:
         print(f"\r  {name}: {done}/{total} prompts, about {left:.0f} s left ", end="", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    feats = prompt_features(lm, texts, labels=labels, states=True, progress=progress)
+    feats = prompt_features(lm, texts, labels=labels, states=True, progress=progress, features=features)
     print(file=sys.stderr)
     geo, state = geometric_probe(feats), state_probe(feats)
     print(f"{name}: {len(texts)} prompts, classes {', '.join(geo.classes)} ({time.perf_counter() - t0:.0f} s)")
@@ -159,8 +161,9 @@ def run(args: argparse.Namespace) -> int:
     size = f"{per_class} prompts per label" if per_class else "every prompt"
     print(f"model {lm.model_id}, {lm.n_layers} blocks; layer L is block L-1 ({'quick' if args.quick else 'full'} run, "
           f"{size})")
-    figures = probe_set(lm, "domains", *_sample(domain_texts, domain_labels, per_class))
-    concept = probe_set(lm, f"concepts ({Path(args.concepts).stem})", *_sample(concept_texts, concept_labels, per_class))
+    figures = probe_set(lm, "domains", *_sample(domain_texts, domain_labels, per_class), args.features)
+    concept = probe_set(lm, f"concepts ({Path(args.concepts).stem})", *_sample(concept_texts, concept_labels, per_class),
+                        args.features)
     print("cost of the geometry pass (eager attention + reducing hooks) relative to a plain forward:")
     ratios = cost(lm, 3 if args.quick else 9)
     rel, irr = prefix_dimension(lm, PREFIX_PAIRS[:1] if args.quick else PREFIX_PAIRS)

@@ -23,10 +23,11 @@ from explorer.methods.concepts import (
     load_file,
     load_with_extra,
     p0_from_strength,
-    shipped,
-    shipped_names,
 )
+from explorer.methods.concepts.concept import file_stem
 from explorer.methods.concepts.gcav import check_layers
+from explorer.methods.concepts.probe import PROBE_KINDS
+from explorer.methods.concepts.reviews import named_set, set_names
 from explorer.methods.control import applied
 from explorer.ui.background import stream_callbacks
 from explorer.ui.errors import friendly
@@ -56,7 +57,9 @@ def curve_figure(concept: Concept):
 def examples(source: str, set_name: str, name: str, positive: str, negative: str, file):
     """The concept's examples from the chosen source."""
     if source == "shipped set":
-        return shipped(set_name)
+        if set_name not in set_names():
+            raise InputError(f"Choose one of the shipped sets: {', '.join(set_names())}.")
+        return named_set(set_name)
     if source == "type prompts":
         lines = [ln for ln in (positive or "").splitlines() if ln.strip()]
         others = [ln for ln in (negative or "").splitlines() if ln.strip()]
@@ -79,20 +82,23 @@ def readings_md(registry: ModelRegistry, session: Session, concept: Concept) -> 
 
 
 def train(registry: ModelRegistry, session: Session, source, set_name, name, positive, negative, file, pooling,
-          progress=None):
+          progress=None, probe: str = "logistic"):
     """Generator: (curve, readings, status, concept menu) while capturing states and at the end."""
     ex = registry.get(session.model)
+    if probe not in PROBE_KINDS:
+        raise InputError(f"Choose a probe: {' or '.join(PROBE_KINDS)}.")
     data = examples(source, set_name, name, positive, negative, file)
     concept = None
     with session.job() as stop:
         run = lambda cb: Concept.train(ex.lm, data, pooling=pooling, progress=cb,  # noqa: E731
-                                       should_stop=stop.is_set)
+                                       should_stop=stop.is_set, probe=probe)
         for kind, value in stream_callbacks(run, context=lambda: session.job_context(ex.lm)):
             if kind == "step":
                 done, total = value
                 if progress is not None:
                     progress((done, total), desc=f"capturing states {done}/{total}")
-                yield gr.skip(), gr.skip(), f"Training '{data.name}': states of {done}/{total} prompts…", gr.skip()
+                yield (gr.skip(), gr.skip(), f"Training '{data.name}': states of {done}/{total} prompts…", gr.skip(),
+                       gr.skip())
             else:
                 concept = value
     session.concepts[concept.name] = concept
@@ -101,8 +107,9 @@ def train(registry: ModelRegistry, session: Session, source, set_name, name, pos
               f"{concept.meta['capture_s'] + concept.meta['fit_s']:.1f} s. Most accurate layers: {best} "
               f"(accuracy {concept.probe(best[0]).accuracy:.2f}).")
     menu = gr.update(choices=list(session.concepts), value=concept.name)
-    yield curve_figure(concept), "Reading the CAV…", status, menu
-    yield curve_figure(concept), readings_md(registry, session, concept), status, menu
+    others = gr.update(choices=list(session.concepts))
+    yield curve_figure(concept), "Reading the CAV…", status, menu, others
+    yield curve_figure(concept), readings_md(registry, session, concept), status, menu, others
 
 
 def pick(session: Session, name: str) -> Concept:
@@ -125,19 +132,30 @@ def colour(registry: ModelRegistry, session: Session, name: str, prompt: str):
     return figure_value(fig), f"The grid is coloured by P({concept.name}); hover a cell for its probability."
 
 
-def steering_of(lm, session: Session, name: str, mode: str, scale: str, k, p0, layers: str) -> Steering:
+def steering_of(lm, session: Session, name: str, mode: str, scale: str, k, p0, layers: str,
+                also=None, also_mode: str = "remove", also_p0=0.5) -> Steering:
+    """The session's steering from the tab's fields: the main concept, and any others held (or moved)
+    at ``also_p0`` at the same rows (several concepts: the SLSQP step of every target at once)."""
     concept = pick(session, name)
     target = p0_from_strength(_as_float(k), mode) if scale == "strength k" else _as_float(p0)
-    rows = [_as_int("layer", x) for x in (layers or "").split(",") if x.strip()] or concept.best_layers(3)
+    rows = [_as_int("layer", x) for x in (layers or "").split(",") if x.strip()] or concept.default_layers()
     concept.target(mode, target)  # validates p0
-    check_layers(lm, rows, [concept.probes])
-    return Steering((concept,), (mode,), (target,), tuple(rows))
+    if also is not None and not isinstance(also, (list, tuple)):
+        raise InputError("Choose the other concepts from the list.")
+    extra = [pick(session, str(n)) for n in (also or []) if n and n != concept.name]
+    p_also = _as_float(also_p0) if extra else 0.5
+    for c in extra:
+        c.target(also_mode, p_also)
+    check_layers(lm, rows, [c.probes for c in (concept, *extra)])
+    return Steering((concept, *extra), (mode, *[also_mode] * len(extra)), (target, *[p_also] * len(extra)),
+                    tuple(rows))
 
 
-def steer(registry: ModelRegistry, session: Session, name, mode, scale, k, p0, layers, prompt, n_tokens, alpha):
+def steer(registry: ModelRegistry, session: Session, name, mode, scale, k, p0, layers, prompt, n_tokens, alpha,
+          also=None, also_mode="remove", also_p0=0.5):
     """Apply GCAV to the session; before / GCAV / fixed generations and the eps per step."""
     lm = registry.get(session.model).lm
-    steering = steering_of(lm, session, name, mode, scale, k, p0, layers)
+    steering = steering_of(lm, session, name, mode, scale, k, p0, layers, also, also_mode, also_p0)
     n = _as_int("max new tokens", n_tokens)
     if not 1 <= n <= 100:
         raise InputError("Max new tokens must be from 1 to 100.")
@@ -151,11 +169,14 @@ def steer(registry: ModelRegistry, session: Session, name, mode, scale, k, p0, l
             after = greedy_text(lm, prompt, max_new_tokens=n, chat=False)
         with fixed.context(lm):
             fixed_text = greedy_text(lm, prompt, max_new_tokens=n, chat=False)
-    eps = pd.DataFrame([{"layer": r["layer"], "step": r["step"], "eps (last token)": round(r["eps"][0][0], 3),
+    names = [c.name for c in steering.concepts]
+    eps = pd.DataFrame([{"layer": r["layer"], "step": r["step"],
+                         **{f"eps {n} (last token)": round(e[0], 3) for n, e in zip(names, r["eps"])},
+                         "largest step / typical norm": round(r.get("max_ratio", 0.0), 3),
                          "states moved": r["moved"], "positions": r["positions"]} for r in log.records()])
     session.concept_steer = steering
-    status = (f"{steering.describe()} is now applied to your session only (grids and readings see it). "
-              "Revert removes it.")
+    status = (f"{steering.describe()} is now applied to your session only (grids and readings see it); the largest "
+              f"step was {log.largest_ratio():.2f} of the typical state norm. Revert removes it.")
     return before, after, fixed_text, eps, status
 
 
@@ -165,7 +186,7 @@ def save(session: Session, name: str):
     steer = session.concept_steer
     if isinstance(steer, Steering) and steer.concepts[0] is concept:
         extra = {"steer": {"mode": steer.modes[0], "p0": steer.p0s[0], "layers": list(steer.layers)}}
-    path = concept.save(session.workdir() / f"concept-{concept.name}.safetensors".replace(" ", "_"), extra)
+    path = concept.save(session.workdir() / f"concept-{file_stem(concept.name)}.safetensors", extra)
     return gr.update(value=str(path), visible=True)
 
 
@@ -176,11 +197,12 @@ def load(registry: ModelRegistry, session: Session, file):
     concept, extra = load_with_extra(path, registry.get(session.model).lm)
     session.concepts[concept.name] = concept
     status = f"Loaded **{concept.name}** ({len(concept.layers)} layers)."
-    if "steer" in extra:
+    if "steer" in extra:  # already checked like typed input when the file was read
         s = extra["steer"]
         session.concept_steer = Steering((concept,), (s["mode"],), (float(s["p0"]),), tuple(s["layers"]))
         status += f" Its steering is applied: {session.concept_steer.describe()}."
-    return curve_figure(concept), status, gr.update(choices=list(session.concepts), value=concept.name)
+    return (curve_figure(concept), status, gr.update(choices=list(session.concepts), value=concept.name),
+            gr.update(choices=list(session.concepts)))
 
 
 def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
@@ -191,9 +213,12 @@ def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
                 "probability with GCAV (per sample, per step, only as much as each state needs).")
     with gr.Row():
         source = gr.Radio(SOURCES, value="shipped set", label="Examples", elem_id="sx-c-source")
-        set_name = gr.Dropdown(shipped_names(), value="negative_sentiment", label="Shipped set", elem_id="sx-c-set")
+        set_name = gr.Dropdown(set_names(), value="negative_sentiment", label="Shipped set ('reviews': real reviews)",
+                               elem_id="sx-c-set")
         name = gr.Textbox("", label="Concept name (typed/uploaded)")
         pooling = gr.Radio(["last", "mean"], value="last", label="State (last token or mean)")
+        probe_kind = gr.Radio(list(PROBE_KINDS), value="logistic", label="Probe", elem_id="sx-c-probe",
+                              info="logistic: calibrated; mean-difference: moves text more when steering")
     with gr.Row():
         positive = gr.Textbox(lines=4, label="Prompts WITH the concept (one per line, >= 8)")
         negative = gr.Textbox(lines=4, label="Prompts WITHOUT it (one per line, >= 8)")
@@ -216,7 +241,13 @@ def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
         scale = gr.Radio(["strength k", "p0"], value="strength k", label="Target as")
         k = gr.Slider(0.5, 6, value=2, step=0.5, label="k: p0 = 10^-k (remove) or 1-10^-k (add)")
         p0 = gr.Number(0.01, label="p0")
-        layers = gr.Textbox("", label="Layers (blank: the 3 most accurate)", elem_id="sx-c-layers")
+        layers = gr.Textbox("", label="Layers (blank: the saved choice, else the 3 most accurate)",
+                            elem_id="sx-c-layers")
+    with gr.Row():
+        also = gr.CheckboxGroup([], label="Also steer these concepts (several at once)", elem_id="sx-c-also")
+        also_mode = gr.Radio(["remove", "add"], value="remove", label="Them: keep at most p0 (remove) or at least",
+                             elem_id="sx-c-also-mode")
+        also_p0 = gr.Number(0.5, label="Their p0", elem_id="sx-c-also-p0")
     with gr.Row():
         prompt = gr.Textbox("The hotel room was dirty and the staff were", label="Prompt to continue", scale=3,
                             elem_id="sx-c-prompt")
@@ -235,9 +266,9 @@ def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
     eps = gr.Dataframe(label="eps applied per step", elem_id="sx-c-eps")
     steer_status = gr.Markdown("No concept steering applied.", elem_id="sx-c-steer-status")
 
-    def on_train(sess, src, sn, nm, pos, neg, f, pool, request: gr.Request, progress=gr.Progress()):
+    def on_train(sess, src, sn, nm, pos, neg, f, pool, kind, request: gr.Request, progress=gr.Progress()):
         registry.bind(getattr(request, "session_hash", None), sess)
-        yield from train(registry, sess, src, sn, nm, pos, neg, f, pool, progress)
+        yield from train(registry, sess, src, sn, nm, pos, neg, f, pool, progress, kind)
 
     def on_stop(sess: Session) -> None:
         sess.stop_jobs()
@@ -246,14 +277,17 @@ def build_concept_tab(registry: ModelRegistry, session: gr.State) -> None:
         sess.concept_steer = None
         return "Reverted: no concept steering in your session."
 
-    train_btn.click(friendly(on_train), [session, source, set_name, name, positive, negative, upload, pooling],
-                    [curve, readings, status, concept_pick], concurrency_id="concepts", concurrency_limit=2)
+    train_btn.click(friendly(on_train), [session, source, set_name, name, positive, negative, upload, pooling,
+                                         probe_kind],
+                    [curve, readings, status, concept_pick, also], concurrency_id="concepts", concurrency_limit=2)
     stop_btn.click(on_stop, [session], None, queue=False)
     colour_btn.click(friendly(lambda s, n, p: colour(registry, s, n, p)), [session, concept_pick, colour_prompt],
                      [grid_plot, status], concurrency_id="concepts", concurrency_limit=2)
     steer_btn.click(friendly(lambda s, *a: steer(registry, s, *a)),
-                    [session, concept_pick, mode, scale, k, p0, layers, prompt, n_tokens, alpha],
+                    [session, concept_pick, mode, scale, k, p0, layers, prompt, n_tokens, alpha, also, also_mode,
+                     also_p0],
                     [before, after, fixed_out, eps, steer_status], concurrency_id="concepts", concurrency_limit=2)
     revert_btn.click(on_revert, [session], [steer_status])
     save_btn.click(friendly(save), [session, concept_pick], [save_file])
-    load_btn.upload(friendly(lambda s, f: load(registry, s, f)), [session, load_btn], [curve, steer_status, concept_pick])
+    load_btn.upload(friendly(lambda s, f: load(registry, s, f)), [session, load_btn],
+                    [curve, steer_status, concept_pick, also])

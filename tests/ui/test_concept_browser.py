@@ -48,6 +48,24 @@ def test_train_colour_and_steer_a_shipped_concept(page):
     page.click("#sx-c-revert")
     page.wait_for_function("() => document.querySelector('#sx-c-steer-status').innerText.includes('Reverted')")
 
+    # Several concepts: train formality, steer it while also holding negative sentiment at most 0.5.
+    page.click("#sx-c-set input")
+    page.locator("ul[role=listbox] li", has_text="formality").first.click()
+    page.click("#sx-c-train")
+    page.wait_for_function("() => document.querySelector('#sx-c-status').innerText.includes('Trained **formality')"
+                           " || document.querySelector('#sx-c-status').innerText.includes('Trained formality')",
+                           timeout=300_000)
+    page.locator("#sx-c-also label", has_text="negative_sentiment").first.click()
+    page.click("#sx-c-steer")
+    page.wait_for_function("() => document.querySelector('#sx-c-steer-status').innerText.includes('largest step')",
+                           timeout=180_000)
+    assert "formality" in page.inner_text("#sx-c-steer-status")
+    assert "negative_sentiment" in page.inner_text("#sx-c-steer-status")
+    header = page.inner_text("#sx-c-eps")
+    assert "eps formality" in header and "eps negative_sentiment" in header
+    page.click("#sx-c-revert")
+    page.wait_for_function("() => document.querySelector('#sx-c-steer-status').innerText.includes('Reverted')")
+
     # Bad input: one sentence in the page, no traceback.
     page.fill("#sx-c-layers textarea", "77")
     page.click("#sx-c-steer")

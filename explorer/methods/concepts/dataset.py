@@ -52,6 +52,17 @@ class ConceptData:
             out[f"{split}_neg"] = len(labels) - sum(labels)
         return out
 
+    def take(self, train_per_side: int | None, test_per_side: int | None) -> ConceptData:
+        """The first prompts of each side and split (None: all of that split), in order."""
+        keep, seen = [], {}
+        for i, key in enumerate(zip(self.labels, self.splits)):
+            cap = train_per_side if key[1] == "train" else test_per_side
+            if cap is None or seen.get(key, 0) < cap:
+                seen[key] = seen.get(key, 0) + 1
+                keep.append(i)
+        return ConceptData(self.name, tuple(self.texts[i] for i in keep), tuple(self.labels[i] for i in keep),
+                           tuple(self.splits[i] for i in keep), self.source)
+
     def to_frame(self) -> pd.DataFrame:
         return pd.DataFrame({"text": self.texts, "label": self.labels, "split": self.splits})
 
@@ -168,6 +179,9 @@ def load_file(path: str | Path, name: str | None = None, *, held_out: float = 0.
                 rec = json.loads(line)
             except json.JSONDecodeError as e:
                 raise InputError(f"Line {i + 1} of '{path.name}' is not valid JSON.") from e
+            except RecursionError as e:  # e.g. [[[[...]]]] 100,000 levels deep
+                raise InputError(f"Line {i + 1} of '{path.name}' nests too deeply to be an example; each line "
+                                 "must be an object with text and label.") from e
             if not isinstance(rec, dict):
                 raise InputError(f"Line {i + 1} of '{path.name}' is not an object with text and label.")
             records.append(rec)

@@ -30,7 +30,7 @@ from types import MappingProxyType
 import numpy as np
 import torch
 
-from explorer.core.errors import InputError
+from explorer.core.errors import EditError, InputError
 from explorer.core.hooks import edit_input, edit_output
 from explorer.core.models import LoadedModel
 from explorer.methods.concepts.probe import Probe
@@ -82,7 +82,12 @@ def closed_form(states: torch.Tensor, probe: Probe, p0: float, mode: str) -> np.
 
 
 def slsqp(state: np.ndarray, probes: Sequence[Probe], p0s: Sequence[float], modes: Sequence[str]) -> np.ndarray:
-    """Smallest sum |eps_i| with every probe meeting its target after e + sum_i eps_i v_i (float64)."""
+    """Smallest sum |eps_i| with every probe meeting its target after e + sum_i eps_i v_i (float64).
+
+    When SLSQP does not reach a point that meets every target (the targets contradict each other, or
+    the solver stops early), this raises :class:`EditError` with one sentence: the per-concept
+    closed forms are never substituted silently.
+    """
     from scipy.optimize import minimize
 
     m = len(probes)
@@ -105,22 +110,42 @@ def slsqp(state: np.ndarray, probes: Sequence[Probe], p0s: Sequence[float], mode
     res = minimize(lambda x: x.sum(), x0, jac=lambda x: np.ones_like(x), method="SLSQP",
                    bounds=[(0, None)] * (2 * m), constraints=[{"type": "ineq", "fun": slack, "jac": lambda x: jac}],
                    options={"ftol": 1e-12, "maxiter": 200})
-    x = res.x if res.success and np.all(slack(res.x) > -1e-6) else x0
-    return x[:m] - x[m:]
+    if not res.success or not np.all(slack(res.x) > -1e-6):
+        raise EditError(f"The several-concept steering found no step that meets every target at once (SLSQP: "
+                        f"{str(res.message).rstrip('.')}); the targets may contradict each other, so steer fewer "
+                        "concepts or ask for less.")
+    return res.x[:m] - res.x[m:]
 
 
 @dataclass
 class StepLog:
     """The eps applied per forward pass: one row per (row L, pass) with the eps of every concept at
-    the last position of each sequence, and how many states were moved. Bounded (oldest dropped)."""
+    the last position of each sequence, how many states were moved, and ``max_ratio``: the largest
+    step length |sum_i eps_i v_i| over the pass's states, relative to the typical state norm there.
+    Bounded (oldest dropped)."""
 
     rows: deque = field(default_factory=lambda: deque(maxlen=5000))
 
-    def add(self, layer: int, step: int, eps: np.ndarray, moved: int, positions: int) -> None:
-        self.rows.append({"layer": layer, "step": step, "eps": eps.tolist(), "moved": moved, "positions": positions})
+    def add(self, layer: int, step: int, eps: np.ndarray, moved: int, positions: int,
+            max_ratio: float = 0.0) -> None:
+        self.rows.append({"layer": layer, "step": step, "eps": eps.tolist(), "moved": moved, "positions": positions,
+                          "max_ratio": float(max_ratio)})
 
     def records(self) -> list[dict]:
         return list(self.rows)
+
+    def largest_ratio(self) -> float:
+        """The largest step relative to the typical state norm over every logged pass (0 if none)."""
+        return max((float(r.get("max_ratio", 0.0)) for r in self.rows), default=0.0)
+
+
+def step_ratio(eps: np.ndarray, probes: Sequence[Probe]) -> float:
+    """The largest |sum_i eps_i v_i| over states (eps: (m, n)) relative to the typical state norm."""
+    if eps.size == 0 or not np.any(eps):
+        return 0.0
+    v = np.stack([p.vector for p in probes])
+    steps = np.linalg.norm(eps.reshape(len(probes), -1).T @ v, axis=1)
+    return float(steps.max() / max(max(p.typical_norm for p in probes), 1e-12))
 
 
 def gcav_step(hidden: torch.Tensor, targets: Sequence[Target], layer: int,
@@ -216,7 +241,8 @@ def gcav(lm: LoadedModel, targets: Sequence[Target], layers: Sequence[int], *,
                         counter[0] += 1
                         last = eps[..., -1] if eps.ndim == 3 else eps
                         own.add(row, counter[0], np.asarray(last), int(np.count_nonzero(np.any(eps != 0, axis=0))),
-                                int(h.shape[-2]) if h.dim() == 3 else 1)
+                                int(h.shape[-2]) if h.dim() == 3 else 1,
+                                step_ratio(eps.reshape(len(targets), -1), [t.probes[row] for t in targets]))
                     return out
 
                 stack.enter_context(_at_row(lm, row, fn, f"{tag}@{row}"))

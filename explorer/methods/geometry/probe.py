@@ -67,7 +67,7 @@ def cross_validated_auc(x: np.ndarray, y: Sequence, folds: int = 5, seed: int = 
 
 
 def geometric_probe(features: PromptFeatures, labels: Sequence | None = None) -> ProbeResult:
-    """The probe on geometric features: all layers (9 x N numbers), then each layer's 9."""
+    """The probe on geometric features: all layers (7 x N numbers by default), then each layer's own."""
     y = _labels(labels if labels is not None else features.labels, len(features.texts))
     by_layer = np.array([cross_validated_auc(features.matrix([layer]), y) for layer in features.layers])
     return ProbeResult("geometry", features.layers, cross_validated_auc(features.matrix(), y), by_layer,
