@@ -129,6 +129,7 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
     page = context.new_page()
     try:
         page.goto(app_url)
+        page.wait_for_selector("#sx-page-loaded [data-loaded='1']", state="attached", timeout=60_000)
         set_max_new_tokens(page, 4)
         run_prompt(page, "Hi")
         page.locator("#sx-all").scroll_into_view_if_needed()
@@ -139,8 +140,10 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
         assert box is not None and box["height"] > 0
         assert box["y"] >= 0 and box["y"] + box["height"] <= 768  # in view where the button was clicked
         assert 0 < box["y"] - button["y"] < 120  # right under the buttons
+        grid = page.locator("#sx-grid .sx-plot").bounding_box()
+        assert grid is not None and box["y"] + box["height"] <= grid["y"]  # and above the grid
         text = page.inner_text("#sx-job-progress")
-        assert "cells/s" in text and "/ 31 cells" in text  # "Hi" is one token: 31 layers
+        assert "/ 31 cells read" in text  # "Hi" is one token: 31 layers
         # The first cells read are the middle layers'.
         page.wait_for_function(f"() => {{ const tr = {PLOT}.data.find(d => d.name === 'relevancy');"
                                " return tr && tr.z.flat().some(v => v !== null); }", timeout=120_000)
