@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 
 import numpy as np
@@ -19,6 +20,7 @@ from explorer.methods.concepts import (
     Target,
     fit_probe,
     from_lists,
+    from_records,
     gcav,
     load_file,
     shipped,
@@ -230,8 +232,14 @@ def test_save_and_load_round_trip(lm, sentiment, tmp_path):
 def test_bad_examples_get_one_sentence(tmp_path):
     pos = [f"good thing number {i}" for i in range(12)]
     neg = [f"bad thing number {i}" for i in range(12)]
-    with pytest.raises(InputError, match="at least 8 training prompts"):
-        from_lists("x", pos[:6], neg)
+    with pytest.raises(InputError) as e:  # 6 and 6 typed: every 4th held out gives 5 to train and 1 held out
+        from_lists("x", pos[:6], neg[:6])
+    message = str(e.value)
+    assert "10 per side" in message and "got 6 with the concept (5 to train, 1 held out)" in message
+    assert "6 without (5 to train, 1 held out)" in message and "got 5" not in message
+    with pytest.raises(InputError, match=re.escape("got 12 with the concept (12 to train, 0 held out)")):
+        from_records("x", [{"text": t, "label": 1, "split": "train"} for t in pos]
+                     + [{"text": t, "label": 0, "split": "train"} for t in neg])
     with pytest.raises(InputError, match="one class only"):
         from_lists("x", pos, [])
     with pytest.raises(InputError, match="empty"):

@@ -95,6 +95,33 @@ class _StreamRows:
         self.on_step(step, rows)
 
 
+class DecodeMeter:
+    """How fast this engine decodes right now: rows x steps per second over its latest batch of each size
+    (sizes rounded down to a power of two), from the batch's start (prefill included) to its latest step.
+    Idle time between batches is not counted, so the figure is ready one step into the first batch and
+    stays meaningful after a pause; a job's time left can be estimated from it before the job has read
+    a single cell."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._rates: dict[int, float] = {}
+
+    @staticmethod
+    def _bucket(rows: int) -> int:
+        return 1 << (max(1, int(rows)).bit_length() - 1)
+
+    def step(self, started: float, rows: int, steps: int) -> None:
+        elapsed = time.monotonic() - started
+        if elapsed > 0 and rows > 0 and steps > 0:
+            with self._lock:
+                self._rates[self._bucket(rows)] = rows * steps / elapsed
+
+    def row_steps_per_s(self, rows: int) -> float | None:
+        """The latest measure for batches of about ``rows`` rows (None until one has run)."""
+        with self._lock:
+            return self._rates.get(self._bucket(rows))
+
+
 class BatchScheduler:
     """Runs ``interpreter.generate_now`` on batches of queued single-state requests (FIFO by batch)."""
 
@@ -109,6 +136,7 @@ class BatchScheduler:
         self.batches_run = 0
         self.batch_sizes: deque[int] = deque(maxlen=1000)
         self.restarts = 0  # workers started again after one died (should stay 0)
+        self.meter = DecodeMeter()
 
     # ------------------------------------------------------------------ submitting and waiting
     def submit(self, vector: torch.Tensor, settings, on_step: Callable[[list[int]], None] | None = None,
@@ -243,8 +271,10 @@ class BatchScheduler:
 
     def _decode(self, batch: list[_Request]) -> GeneratedBatch:
         vectors = torch.stack([r.vector for r in batch])
+        started = time.monotonic()
 
         def on_step(step: int, ids: list[list[int]]) -> None:
+            self.meter.step(started, len(batch), step)
             flushes: dict[int, Callable[[int], None]] = {}
             for r, row in zip(batch, ids):
                 if r.on_step is None or r.error is not None or r.abandoned.is_set():

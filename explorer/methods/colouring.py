@@ -113,11 +113,13 @@ def _cols_of(ti: TokenIdentity, cols: list[int]) -> TokenIdentity:
 
 @dataclass(frozen=True)
 class ColourMode:
-    """A way to colour the grid: ``layer(grid, lm, cols)`` gives the base layer (None: none)."""
+    """A way to colour the grid: ``layer(grid, lm, cols)`` gives the base layer (None: none); ``help`` says
+    in one sentence what a cell's colour means and in which units (shown under the grid)."""
 
     key: str
     label: str
     layer: Callable[[Grid, LoadedModel, list[int]], ColourLayer | None]
+    help: str = ""
 
 
 COLOUR_MODES: dict[str, ColourMode] = {}
@@ -130,10 +132,17 @@ def register_colour_mode(mode: ColourMode) -> ColourMode:
 
 
 for _mode in (
-    ColourMode("logit_lens", "logit-lens confidence", lambda g, lm, cols: lens_layer(g, lm, cols)),
-    ColourMode("final_rank", "rank of the final prediction", final_rank_layer),
-    ColourMode("token_identity", "token identity (Patchscope)", token_identity_layer),
-    ColourMode("relevancy", "SelfIE relevancy only", lambda g, lm, cols: None),
+    ColourMode("logit_lens", "logit-lens confidence", lambda g, lm, cols: lens_layer(g, lm, cols),
+               "the probability (0 to 1) of the logit lens's top token at each state; darker = surer. Hover for "
+               "its top 5. Read cells are drawn on top by relevancy."),
+    ColourMode("final_rank", "rank of the final prediction", final_rank_layer,
+               "where the model's final next token ranks in each state's logit lens, on a log scale (0 = it is "
+               "already the top token; pale = far down)."),
+    ColourMode("token_identity", "token identity (Patchscope)", token_identity_layer,
+               "green where the state, patched into \"cat -> cat; 1135 -> 1135; hello -> hello; ?\", makes the "
+               "model name the token it predicts next there (1), red where not (0)."),
+    ColourMode("relevancy", "SelfIE relevancy only", lambda g, lm, cols: None,
+               "only the cells read so far, by mean relevancy (0 to 1: how much the reading came from the state)."),
 ):
     register_colour_mode(_mode)
 

@@ -1,9 +1,10 @@
 """Sharing: a whole session as JSON with provenance, and "copy as Python" for the current view.
 
 The export holds everything needed to see the same thing again: model, prompt, chat wrapping,
-interpretation settings, every result, and the control edit (its metadata, and its tensors as
-base64-encoded safetensors bytes: no pickle). Import restores identical results without
-recomputing them, and the edit with them.
+interpretation settings, every result, the control edit (its metadata, and its tensors as
+base64-encoded safetensors bytes: no pickle) and the view (``"view"``: the selected cell, the colour
+mode, the first column shown and whether the chat template's system text is hidden). Import restores
+identical results without recomputing them, and the edit and the view with them.
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from explorer.core.version import __version__
 from explorer.interpret.settings import MAX_BATCH_SIZE, MAX_NEW_TOKENS_LIMIT
 
 FORMAT = "selfie-explorer-session/1"
-EXTRA_KEYS = ("gallery",)  # optional top-level keys kept through import and export
+EXTRA_KEYS = ("gallery", "view")  # optional top-level keys kept through import and export
+VIEW_KEYS = ("selected", "colour_mode", "column_start", "hide_system")  # what a shared view restores
 
 
 @dataclass
@@ -131,6 +133,9 @@ def check_session_schema(data) -> None:
             raise InputError("The session file's edit id must be short text.")
         if edit.get("safetensors_base64") is not None and not isinstance(edit["safetensors_base64"], str):
             raise InputError("The session file's edit tensors must be base64 text.")
+    problem = _view_problem(data.get("view"))
+    if problem:
+        raise InputError(f"The session file's 'view' {problem}.")
     results = data.get("results", [])
     if not isinstance(results, list) or len(results) > MAX_RESULTS:
         raise InputError(f"The session file's 'results' must be a list of at most {MAX_RESULTS} readings.")
@@ -138,6 +143,25 @@ def check_session_schema(data) -> None:
         problem = _result_problem(r)
         if problem:
             raise InputError(f"Reading {i + 1} of the session file {problem}.")
+
+
+def _view_problem(view) -> str | None:
+    if view is None:
+        return None
+    if not isinstance(view, dict) or set(view) - set(VIEW_KEYS):
+        return f"must be an object with only {', '.join(VIEW_KEYS)}"
+    sel = view.get("selected")
+    if sel is not None and (not isinstance(sel, list) or len(sel) != 2 or not all(
+            _is_int(x) and 0 <= x < 100_000 for x in sel)):
+        return "has a 'selected' cell that is not [layer, token]"
+    if view.get("colour_mode") is not None and not _is_str(view["colour_mode"], 200):
+        return "has a 'colour_mode' that is not short text"
+    start = view.get("column_start")
+    if start is not None and (not _is_int(start) or not 0 <= start < 100_000):
+        return "has a 'column_start' that is not a whole, non-negative number"
+    if view.get("hide_system") is not None and not isinstance(view["hide_system"], bool):
+        return "has a 'hide_system' that is not true or false"
+    return None
 
 
 def _result_problem(r) -> str | None:

@@ -101,7 +101,7 @@ def _apply_edit(ex, sess, spec: Spec) -> None:
 def build_one(registry, spec: Spec, model: str) -> str:
     """Run ``spec`` through the app's logic and return its session file's text."""
     from explorer.methods.session_io import export_session
-    from explorer.ui import explore
+    from explorer.ui import explore, sharing
     from explorer.ui.session import Session
 
     sess = Session(model=model)
@@ -119,7 +119,7 @@ def build_one(registry, spec: Spec, model: str) -> str:
         pass
     sess.settings = {"template": "refers_to", "n_placeholders": settings.n_placeholders, "k": settings.k,
                      "max_new_tokens": settings.max_new_tokens, "strength": settings.strength, "batch_size": 16}
-    snap = explore.snapshot(sess)
+    snap = sharing.snapshot(sess)
     snap.extra = {"gallery": {"title": spec.title, "explanation": spec.explanation,
                               "selected": list(show)}}
     return export_session(snap)

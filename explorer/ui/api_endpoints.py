@@ -13,7 +13,7 @@ import gradio as gr
 from explorer.core.errors import InputError
 from explorer.core.grid import parse_cells
 from explorer.methods.session_io import export_session
-from explorer.ui import explore, validate
+from explorer.ui import explore, sharing, validate
 from explorer.ui.control_tab import run_reinforcement, run_steer, run_supervised
 from explorer.ui.errors import friendly
 from explorer.ui.explore_tab import ExploreHandlers
@@ -80,12 +80,12 @@ class ApiHandlers:
             yield gr.skip() if out is None else {"before": out["before"], "after": out["after"]}
 
     def api_export(self, sess: Session):
-        return export_session(explore.snapshot(sess))
+        return export_session(sharing.snapshot(sess))
 
     def api_import(self, sess: Session, text, request: gr.Request):
         self.registry.bind(getattr(request, "session_hash", None), sess)
         text = validate.as_text("session file", text, validate.max_upload_bytes(), required=True)
-        explore.restore(self.registry, sess, text)
+        sharing.restore(self.registry, sess, text)
         return {"prompt": sess.grid.prompt, "results": len(sess.results.cells),
                 "edit_id": sess.edit.edit_id if sess.edit is not None else None}
 

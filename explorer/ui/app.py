@@ -11,9 +11,10 @@ from explorer.ui.api_endpoints import build_api_endpoints
 from explorer.ui.concept_tab import build_concept_tab
 from explorer.ui.control_tab import build_control_tab
 from explorer.ui.errors import user_error
+from explorer.ui.explore_layout import CSS as EXPLORE_CSS
 from explorer.ui.explore_tab import build_explore_tab
 from explorer.ui.gallery import warm as gallery_warm
-from explorer.ui.gallery_tab import build_gallery_row, wire_gallery
+from explorer.ui.gallery_tab import wire_gallery
 from explorer.ui.guard import app_kwargs, install_input_checks
 from explorer.ui.session import AppConfig, ModelRegistry, Session
 from explorer.ui.study_tabs import build_compare_tab, build_cross_tab, build_evaluate_tab
@@ -33,19 +34,12 @@ CSS = """
 .sx-reading .sx-rlabel { display: inline-block; min-width: 7.5em; color: #374151; font-size: 0.85rem; }
 .sx-reading .sx-rtext span { border-radius: 3px; }
 .sx-reading .sx-rmean { color: #9a3412; margin-left: 0.4em; }
-#sx-job-progress .sx-job { display: flex; align-items: center; gap: 0.6em; font-size: 0.9rem; color: #374151; }
-#sx-job-progress progress { flex: 0 0 40%; height: 0.9em; accent-color: #ea580c; }
+#sx-job-progress .sx-job { display: flex; align-items: center; gap: 0.6em; font-size: 0.88rem; color: #374151; }
+#sx-job-progress progress { flex: 0 0 30%; height: 0.9em; accent-color: #ea580c; }
 #sx-grid, .sx-details, .sx-readings { font-family: 'Noto Sans', 'DejaVu Sans', 'Noto Sans CJK SC', 'Noto Sans Arabic',
   'Noto Sans Devanagari', 'Noto Color Emoji', sans-serif; }
 #sx-table th, #sx-table th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; white-space: nowrap; }
-""" + classroom.CSS
-
-INTRO = """# SelfIE Explorer
-Type a prompt and press **Run**: the grid shows every hidden state of the model, one row per layer
-(0 = embeddings) and one column per token. **Click a cell** and the model describes that state in
-words ([SelfIE](https://arxiv.org/abs/2403.10949)); colour turns to *relevancy*, how much the words
-came from the state rather than from the question. Hover a cell for its logit lens or its reading."""
-
+""" + classroom.CSS + EXPLORE_CSS
 
 def build_app(config: AppConfig | None = None) -> gr.Blocks:
     """The whole app: one builder per tab, over one model registry shared by every session."""
@@ -63,24 +57,24 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
     # reads and deletes its upload at once; this cleans what nobody read).
     with gr.Blocks(title="SelfIE Explorer", delete_cache=(300, 900)) as demo:
         session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
-        gr.Markdown(INTRO)
-        banner, _projector = classroom.build_header()
-        with gr.Tab("Explore", id="explore"):
-            gallery_row = build_gallery_row()
-            explore = build_explore_tab(registry, session, config)
-        with gr.Tab("Control", id="control"):
-            control_status = build_control_tab(registry, session, user_error)
-        classroom.wire_edits(registry, session, banner, control_status, explore)
-        wire_gallery(gallery_row, explore, registry, session, demo, banner, control_status)
+        banner, projector, guide_btn = classroom.build_header()
+        with gr.Tabs() as tabs:
+            with gr.Tab("Explore", id="explore", elem_id="sx-explore-tab"):
+                explore = build_explore_tab(registry, session, config)
+            with gr.Tab("Control", id="control"):
+                control_status = build_control_tab(registry, session, user_error)
+            with gr.Tab("Compare", id="compare"):
+                build_compare_tab(registry, session, user_error)
+            with gr.Tab("Cross-model", id="cross"):
+                build_cross_tab(registry, session, user_error)
+            with gr.Tab("Evaluate", id="evaluate"):
+                build_evaluate_tab(registry, session, user_error)
+            with gr.Tab("Concepts", id="concepts"):
+                concepts = build_concept_tab(registry, session, explore)
+        classroom.wire_header(demo, projector, guide_btn, tabs)
+        classroom.wire_model_state(registry, session, banner, control_status, concepts.steer_status, explore)
+        wire_gallery(explore.gallery, explore, registry, session, demo, banner, control_status)
         gallery_warm(registry)  # the first entry drawn before the first visitor arrives
-        with gr.Tab("Compare", id="compare"):
-            build_compare_tab(registry, session, user_error)
-        with gr.Tab("Cross-model", id="cross"):
-            build_cross_tab(registry, session, user_error)
-        with gr.Tab("Evaluate", id="evaluate"):
-            build_evaluate_tab(registry, session, user_error)
-        with gr.Tab("Concepts", id="concepts"):
-            build_concept_tab(registry, session)
         build_api_endpoints(registry, session, config)
 
         # Gradio deletes a closed tab's gr.State only an hour later (in case the user comes back);

@@ -128,7 +128,7 @@ def run_supervised(registry: ModelRegistry, session: Session, prompt: str, layer
     _keep_edit(registry, session, edit)
     status = (f"Edit **{edit.edit_id}** (block {layer_i - 1}'s MLP) is now applied to your session only. "
               f"Distance to target {result.distances[0]:.1f} → {result.distances[-1]:.1f} "
-              f"({100 * result.reduction:.0f}% lower). Re-run a prompt in Explore to see its grid edited.")
+              f"({100 * result.reduction:.0f}% lower). The Explore grid is captured again with it.")
     yield curve_figure(losses, "training loss", "loss"), before, after, answers, status
 
 
@@ -136,7 +136,7 @@ def _keep_edit(registry: ModelRegistry, session: Session, edit) -> None:
     """Give the session its new edit (unless its tab closed meanwhile) and count it in the budget."""
     if session.closed:
         return
-    session.edit = edit
+    session.set_model_state(session.model_state.with_edit(edit), registry.get(session.model).lm)
     registry.budget.touch(session)
 
 
@@ -324,8 +324,8 @@ def build_control_tab(registry: ModelRegistry, session: gr.State, user_error=Non
         _steering_panel(registry, session)
 
     def on_revert(sess: Session):
-        sess.edit = None
-        return "Reverted: your session uses the stock model again."
+        sess.set_model_state(sess.model_state.with_edit(None), registry.get(sess.model).lm)
+        return "Reverted: your session no longer has a control edit."
 
     def on_save(sess: Session):
         if sess.edit is None:

@@ -1,9 +1,11 @@
-"""Edits made visible: the banner every tab shows, stale readings, and redrawing after an edit changes.
+"""Model changes made visible: the banner every tab shows, stale readings, and redrawing after a change.
 
-A reading records the model variant it was made under (``CellInterpretation.variant``: the control
-edit's id, None for the stock model). When the session's edit changes (Apply, Revert, loading an
-edit, importing a session) the grid is captured again under the new variant, so a click reads the
-model as it now is; earlier readings are kept but shown greyed as made under another variant.
+A session changes the model in two ways, held together as its ``ModelState``: a control edit and a
+concept steering. A reading records the model variant it was made under (``CellInterpretation.variant``:
+the edit's id and the steering's tag, None for the stock model). When the state changes (Apply,
+Steer, Revert, loading an edit or a concept, importing a session) the grid is captured again under
+the new variant, so a click reads the model as it now is; earlier readings are kept but shown
+greyed as made under another variant.
 """
 
 from __future__ import annotations
@@ -14,7 +16,6 @@ import time
 import pandas as pd
 
 from explorer.core.results import CellInterpretation, InterpretationSet
-from explorer.methods.control import applied
 from explorer.ui.session import ModelRegistry, Session
 
 TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_relevancy", "variant", "template",
@@ -22,16 +23,24 @@ TABLE_COLUMNS = ["layer", "token", "token_decoded", "interpretation", "mean_rele
 
 
 def current_variant(session: Session) -> str | None:
-    """The variant new readings of this session are made under (None: stock model): its edit's id,
-    joined with its concept steering's when that is applied (as recorded by the session's last job)."""
-    edit = session.edit
-    if session.concept_steer is not None and session.variant_tag is not None:
-        return session.variant_tag
-    return None if edit is None else edit.edit_id  # type: ignore[attr-defined]
+    """The variant new readings of this session are made under (None: the stock model): its edit's id,
+    joined with its concept steering's tag when one is applied."""
+    return session.current_variant()
 
 
 def variant_name(variant: str | None) -> str:
-    return "the stock model" if variant is None else f"edit {variant}"
+    """A variant tag in words: "the stock model", "edit edit-…", "GCAV steering gcav-…" (joined by "and")."""
+    if variant is None:
+        return "the stock model"
+    names: list[str] = []
+    for part in variant.split("+"):
+        base = part.split("@")[0]
+        kind = "GCAV steering" if base.startswith("gcav-") else (
+            "fixed steering" if base.startswith("fixed-") else "edit")
+        name = f"{kind} {base}"
+        if name not in names:
+            names.append(name)
+    return " and ".join(names)
 
 
 def stale_note(session: Session, cell: CellInterpretation | None) -> str:
@@ -39,7 +48,8 @@ def stale_note(session: Session, cell: CellInterpretation | None) -> str:
     if cell is None or cell.variant == current_variant(session):
         return ""
     if cell.variant is None:
-        return "Made before the edit (stock model): click the cell again to read it with the edit."
+        return ("Made with the stock model, before the change shown in the banner: click the cell again to read "
+                "it with the model you use now.")
     return f"Made with {variant_name(cell.variant)}, not the model you use now: click the cell again to re-read it."
 
 
@@ -69,19 +79,34 @@ def results_frame(session: Session) -> pd.DataFrame:
 
 
 def banner_html(session: Session) -> str:
-    """The edit banner shown above every tab (an empty, hidden element when no edit is active)."""
-    edit = session.edit
-    if edit is None:
-        return "<div id='sx-banner-body' data-active='0'></div>"
-    meta = getattr(edit, "meta", {}) or {}
-    since = time.strftime("%H:%M:%S UTC", time.gmtime(session.edit_since or time.time()))
-    what = html.escape(str(meta.get("kind") or meta.get("method") or "control"))
-    target = meta.get("target_desc") or meta.get("target") or meta.get("concept")
-    towards = f", towards {html.escape(str(target))}" if target else ""
-    return (f"<div id='sx-banner-body' class='sx-edit-banner' data-active='1' data-edit='{html.escape(edit.edit_id)}'>"
-            f"<b>Edit {html.escape(edit.edit_id)} is active</b>: {what} edit of block {edit.layer - 1}'s MLP "
-            f"(row {edit.layer}){towards}, since {since}. Every grid and reading in this session uses it; "
-            "Revert it in the Control tab.</div>")
+    """The banner above every tab: one line per change the session makes to the model (its control edit,
+    its concept steering), each with its own Revert; an empty, hidden element for the stock model."""
+    state = session.model_state
+    if state.is_stock:
+        return "<div id='sx-banner-body' data-active='0' data-edit='' data-steering='0'></div>"
+    parts = []
+    edit = state.edit
+    if edit is not None:
+        meta = getattr(edit, "meta", {}) or {}
+        what = html.escape(str(meta.get("kind") or meta.get("method") or "control"))
+        target = meta.get("target_desc") or meta.get("target") or meta.get("concept")
+        towards = f", towards {html.escape(str(target))}" if target else ""
+        parts.append(("edit", f"<b>Edit {html.escape(edit.edit_id)} is active</b>: {what} edit of block "
+                              f"{edit.layer - 1}'s MLP (row {edit.layer}){towards}, since "
+                              f"{_since(session.edit_since)}.", "Revert edit"))
+    if state.steering is not None:
+        parts.append(("steering", f"<b>Concept steering is active</b>: {html.escape(state.steering.describe())}, "
+                                  f"since {_since(session.steer_since)}.", "Revert steering"))
+    lines = "".join(f"<div class='sx-banner-part' data-part='{part}'>{text} <button type='button' "
+                    f"class='sx-revert-part' data-part='{part}'>{label}</button></div>" for part, text, label in parts)
+    edit_id = html.escape(edit.edit_id) if edit is not None else ""
+    return (f"<div id='sx-banner-body' class='sx-edit-banner' data-active='1' data-edit='{edit_id}' "
+            f"data-steering='{int(state.steering is not None)}' role='status'>{lines}<div class='sx-banner-note'>"
+            "Every grid and reading in this session, on every tab, uses this model.</div></div>")
+
+
+def _since(t: float | None) -> str:
+    return time.strftime("%H:%M:%S UTC", time.gmtime(t or time.time()))
 
 
 def control_status(session: Session) -> str:
@@ -93,17 +118,41 @@ def control_status(session: Session) -> str:
             "your session.")
 
 
-def regrid_if_edit_changed(registry: ModelRegistry, session: Session) -> bool:
-    """Capture the session's grid again when it was made under another variant than the current one.
+def steer_status(session: Session) -> str:
+    """The Concepts tab's steering status line for the session's concept steering."""
+    steering = session.concept_steer
+    if steering is None:
+        return "No concept steering applied."
+    return (f"{html.escape(steering.describe())} is applied to your session only: every grid and reading "  # type: ignore[attr-defined]
+            "uses it (the banner above the tabs says so). Revert removes it.")
+
+
+def grid_status(session: Session, lm_name: str) -> str:
+    """Explore's status line after the grid was captured again under a changed model state."""
+    variant = current_variant(session)
+    with session.lock:
+        stale = sum(1 for c in (session.results.cells if session.results else []) if c.variant != variant)
+    note = (f"; {stale} reading{'s' if stale != 1 else ''} made with another model "
+            f"{'are' if stale != 1 else 'is'} greyed until you click {'their cells' if stale != 1 else 'its cell'} "
+            "again" if stale else "")
+    return (f"The grid of {html.escape(lm_name)} was captured again with "
+            f"{html.escape(session.model_state.describe())}{note}.")
+
+
+def regrid_if_state_changed(registry: ModelRegistry, session: Session) -> bool:
+    """Capture the session's grid again when it was made under another model state than the current one
+    (its edit and its concept steering).
 
     Earlier readings stay in the session (their ``variant`` marks them stale). Returns True when
     the grid was recaptured.
     """
     grid = session.grid
-    if grid is None or grid.provenance.get("edit_id") == current_variant(session):
+    if grid is None:
         return False
     ex = registry.get(session.model)
-    with applied(ex.lm, session.edit):  # type: ignore[arg-type]
+    if grid.provenance.get("edit_id") == session.state_variant(ex.lm):
+        return False
+    with session.job_context(ex.lm):
         new = ex.run(grid.prompt, chat=grid.chat)
     with session.lock:
         old = session.results
@@ -114,3 +163,6 @@ def regrid_if_edit_changed(registry: ModelRegistry, session: Session) -> bool:
             session.results.add(cell)  # type: ignore[union-attr]
     registry.budget.touch(session)
     return True
+
+
+regrid_if_edit_changed = regrid_if_state_changed

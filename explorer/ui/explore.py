@@ -10,7 +10,7 @@ import dataclasses
 import html
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -18,15 +18,14 @@ from explorer.api import Explorer
 from explorer.core.errors import InputError
 from explorer.core.grid import Grid
 from explorer.core.prompts import PRESETS, Template
-from explorer.core.results import CellInterpretation, InterpretationSet
+from explorer.core.results import SETTING_COLUMNS, CellInterpretation
 from explorer.interpret.engine import InterpretSettings
-from explorer.methods.control import applied
 from explorer.ui import causal, edits, validate
-from explorer.ui.background import iterate_in_thread
+from explorer.ui.background import TICK, iterate_in_thread
 from explorer.ui.grid_view import figure_for, first_column
 from explorer.ui.readings import JobClock, job_order, progress_html, readings_html, shaded_words
 from explorer.ui.session import ModelRegistry, Session
-from explorer.viz.figure import MAX_COLUMNS, explore_figure
+from explorer.viz.figure import MAX_COLUMNS
 
 TABLE_COLUMNS = edits.TABLE_COLUMNS
 EXAMPLES = [
@@ -39,13 +38,13 @@ EXAMPLES = [
 
 @dataclass
 class View:
-    """What the Explore tab shows after a step."""
+    """What the Explore tab shows after a step (None: leave that part as it is)."""
 
     figure: dict | None
-    details: str
-    table: pd.DataFrame
-    status: str
-    progress: str = ""  # the job's progress bar (HTML), shown under the buttons that started it
+    details: str | None
+    table: pd.DataFrame | None
+    status: str | None
+    progress: str = ""  # the job's progress bar (HTML), shown beside the buttons that started it
 
 
 def settings_from_ui(ex: Explorer, preset: str, custom_user: str, custom_lead_in: str, n_placeholders,
@@ -101,7 +100,7 @@ def details_html(ex: Explorer, grid: Grid | None, layer: int | None, token: int 
 
 
 def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: str, chat: bool) -> View:
-    """Tokenise and run the prompt once; draw the grid coloured by logit-lens confidence."""
+    """Tokenise and run the prompt once (under the session's model state); draw the grid."""
     prompt = validate.as_prompt(prompt, registry.config.max_prompt_tokens)
     ex = registry.get(validate.as_text("model", model, 500))
     session.model = model
@@ -111,14 +110,51 @@ def run_prompt(registry: ModelRegistry, session: Session, model: str, prompt: st
     session.new_grid(grid)
     registry.budget.touch(session)
     ms = 1000 * (time.perf_counter() - t0)
-    status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {html.escape(ex.lm.model_id)} in {ms:.0f} ms. "
-              "Click a cell to read it.")
-    if session.edit is not None:
-        status += f" Your control edit ({session.edit.edit_id}) is applied."
+    status = (f"{grid.n_tokens} tokens × {grid.n_rows} layers of {html.escape(ex.lm.model_id)}, captured with "
+              f"{html.escape(session.model_state.describe())}, in {ms:.0f} ms. Click a cell to read it.")
     start = first_column(ex, session)
     if grid.n_tokens - start > MAX_COLUMNS:
         status += f" Showing tokens {start}–{start + MAX_COLUMNS - 1}; move the window with the slider."
     return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session), status)
+
+
+def stored_readings(session: Session, cells: list[tuple[int, int]], made_with: dict,
+                    variant: str | None) -> dict[tuple[int, int], CellInterpretation]:
+    """The complete readings the session already holds for ``cells``, made under ``variant`` with the same
+    settings (template, K, k, max new tokens, strength): a job shows them and never computes them again
+    (a gallery entry's stored readings, the cells a stopped job had read)."""
+    results = session.results
+    out: dict[tuple[int, int], CellInterpretation] = {}
+    if results is None:
+        return out
+    with session.lock:
+        for layer, token in set(cells):
+            cell = results.get(layer, token)
+            if (cell is not None and cell.complete and not cell.partial and cell.variant == variant
+                    and same_settings(cell.settings, made_with)):
+                out[(layer, token)] = cell
+    return out
+
+
+def same_settings(recorded: dict | None, wanted: dict) -> bool:
+    if not recorded:
+        return False
+    for key in SETTING_COLUMNS:
+        a, b = recorded.get(key), wanted.get(key)
+        if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+            if abs(float(a) - float(b)) > 1e-9:
+                return False
+        elif a != b:
+            return False
+    return True
+
+
+def engine_cells_per_s(ex: Explorer, settings: InterpretSettings, batch_size: int) -> float | None:
+    """Cells per second the shared engine is measured to decode now at this batch size (its last batch of
+    that size: rows x steps per second over max new tokens plus about two steps of prefill and relevancy)."""
+    meter = getattr(getattr(ex.interpreter, "scheduler", None), "meter", None)
+    rate = meter.row_steps_per_s(batch_size) if meter is not None else None
+    return None if not rate else rate / (settings.max_new_tokens + 2)
 
 
 def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple[int, int]],
@@ -129,20 +165,28 @@ def interpret_cells(registry: ModelRegistry, session: Session, cells: list[tuple
 
     ``focus`` is the clicked cell: its details panel streams token by token, and its request goes
     ahead of any whole-grid job's in the shared scheduler. With ``scope`` ("row", "column",
-    "grid") the details panel lists the job's readings in order and a progress bar is yielded.
+    "grid") the details panel lists the job's readings in order and a progress bar is yielded,
+    every second while the job waits for the engine. Cells the session has already read with the
+    same settings and model are credited, never computed again (``stored_readings``).
     """
     ex = registry.get(session.model)
     grid = session.require_grid()
     for layer, token in cells:
         grid.check_cell(layer, token)
+    variant = session.state_variant(ex.lm)
     started = time.monotonic()
     with session.job() as stop:
         def should_stop() -> bool:
             return stop.is_set() or time.monotonic() - started > time_limit_s
 
         job = _Job(ex, session, grid, cells, settings, batch_size, focus, scope, progress, should_stop,
-                   min_interval_s, settings.to_dict())
-        yield from iterate_in_thread(job.run, context=lambda: session.job_context(ex.lm), on_abandon=stop.set)
+                   min_interval_s, settings.to_dict(), variant)
+        for item in iterate_in_thread(job.run, context=lambda: session.job_context(ex.lm), on_abandon=stop.set,
+                                      heartbeat_s=1.0 if scope is not None else None):
+            if item is TICK:
+                yield View(None, None, None, None, progress_html(job.clock))
+            else:
+                yield item
 
 
 @dataclass
@@ -161,10 +205,17 @@ class _Job:
     should_stop: Callable[[], bool]
     min_interval_s: float
     made_with: dict  # the settings every reading of this job records
+    variant: str | None  # the model variant the session reads with now
+    clock: JobClock = field(init=False)
+
+    def __post_init__(self) -> None:
+        todo = len(set(self.cells))
+        bs = max(1, min(self.batch_size, todo))
+        self.clock = JobClock(todo, prior=lambda: engine_cells_per_s(self.ex, self.settings, bs), settle=2 * bs)
 
     def details(self, shown_cell: CellInterpretation | None = None, note: str = "") -> str:
         if self.scope is not None:
-            return readings_html(self.grid, self.cells, self.session.results, self.scope)
+            return readings_html(self.grid, self.cells, self.session.results, self.scope, self.variant)
         fl, ft = self.focus if self.focus is not None else (self.session.selected or (None, None))
         if shown_cell is None and self.session.results is not None and fl is not None:
             shown_cell = self.session.results.get(fl, ft)
@@ -173,14 +224,18 @@ class _Job:
                             extra=causal.effect_html(self.ex, self.session, fl, ft))
 
     def run(self) -> Iterator[View]:
-        session, grid = self.session, self.grid
-        clock = JobClock(len(set(self.cells)))
-        done: set[tuple[int, int]] = set()
+        session, grid, clock = self.session, self.grid, self.clock
+        stored = stored_readings(session, self.cells, self.made_with, self.variant)
+        done: set[tuple[int, int]] = set(stored)
+        clock.done = clock.cached = len(done)
+        todo = [c for c in self.cells if c not in done]
         last_yield = 0.0
         stream = self.focus is not None and len(self.cells) == 1
-        for cell in self.ex.iter_interpret(grid, self.cells, settings=self.settings, batch_size=self.batch_size,
+        if todo and self.scope is not None:
+            yield View(None, self.details(), None, _status(len(done), clock.total, False), progress_html(clock))
+        for cell in self.ex.iter_interpret(grid, todo, settings=self.settings, batch_size=self.batch_size,
                                            stream_tokens=stream, should_stop=self.should_stop,
-                                           priority=1 if stream else 0):
+                                           priority=1 if stream else 0) if todo else ():
             if session.grid is not grid:
                 return  # the user ran another prompt meanwhile
             cell = dataclasses.replace(cell, settings=self.made_with)  # the engine recorded its variant
@@ -202,11 +257,13 @@ class _Job:
             shown = cell if is_focus else None
             yield View(None if cell.partial else figure_for(self.ex, session),
                        self.details(shown, note="interpreting…"),
-                       None if cell.partial else results_table(session),  # type: ignore[arg-type]
+                       None if cell.partial else results_table(session),
                        _status(len(done), clock.total, self.should_stop()), progress_html(clock))
-        stopped = self.should_stop()
-        yield View(figure_for(self.ex, session), self.details(), results_table(session),
-                   _status(len(done), clock.total, stopped, final=True),
+        stopped = self.should_stop() and len(done) < clock.total
+        status = _status(len(done), clock.total, stopped, final=True, credited=clock.cached)
+        if not todo and self.scope is None:
+            status = "This reading is already in the session (same settings, same model): shown, not recomputed."
+        yield View(figure_for(self.ex, session), self.details(), results_table(session), status,
                    progress_html(clock, "stopped" if stopped else "done"))
 
 
@@ -221,7 +278,7 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     ex = registry.get(session.model)
     if session.reading_list is not None:
         scope, cells = session.reading_list
-        details = readings_html(session.grid, cells, session.results, scope)
+        details = readings_html(session.grid, cells, session.results, scope, session.state_variant(ex.lm))
     else:
         fl, ft = session.selected or (None, None)
         shown = session.results.get(fl, ft) if (session.results and fl is not None) else None
@@ -230,12 +287,13 @@ def settled_view(registry: ModelRegistry, session: Session) -> View | None:
     return View(figure_for(ex, session), details, results_table(session), "")
 
 
-def _status(done: int, total: int, stopped: bool, final: bool = False) -> str:
+def _status(done: int, total: int, stopped: bool, final: bool = False, credited: int = 0) -> str:
+    before = f" ({credited} read before)" if credited else ""
     if stopped:
-        return f"Stopped: {done} of {total} cells interpreted."
+        return f"Stopped: {done} of {total} cells interpreted{before}; what was read is kept."
     if final:
-        return f"Done: {done} of {total} cells interpreted."
-    return f"Interpreting… {done}/{total} cells."
+        return f"Done: {done} of {total} cells interpreted{before}."
+    return f"Interpreting… {done}/{total} cells{before}."
 
 
 def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_cells: int) -> list[tuple[int, int]]:
@@ -254,81 +312,3 @@ def scope_cells(grid: Grid, scope: str, selected: tuple[int, int] | None, max_ce
     if len(cells) > max_cells:
         raise InputError(f"That is {len(cells)} cells; this server interprets at most {max_cells} per job.")
     return job_order(grid, cells)
-
-
-def snapshot(session: Session):
-    """The session as a shareable :class:`SessionSnapshot`."""
-    from explorer.methods.session_io import SessionSnapshot
-
-    grid = session.require_grid()
-    edit = None
-    if session.edit is not None:
-        edit = {"edit_id": session.edit.edit_id, **{k: v for k, v in session.edit.meta.items() if k != "losses"},
-                "layer": session.edit.layer, "safetensors_base64": session.edit.to_base64()}
-    return SessionSnapshot(model=session.model, prompt=grid.prompt, chat=grid.chat, settings=dict(session.settings),
-                           results=session.results, edit=edit, provenance=dict(grid.provenance))
-
-
-def restore(registry: ModelRegistry, session: Session, text: str) -> View:
-    """Import a shared session: re-run its prompt (same model) and put its results back as they were.
-
-    Everything is built aside first (model, edit, grid, results) and put in place in one step, so a
-    file that fails at any point leaves the session exactly as it was.
-    """
-    from explorer.methods.session_io import check_against_model, import_session
-
-    snap = import_session(text)
-    ex = registry.get(snap.model)
-    check_against_model(snap, ex.lm.n_layers, len(ex.lm.tokenizer))  # k and token ids: only the model bounds them
-    edit, note = _imported_edit(ex, snap.edit)
-    with applied(ex.lm, edit):
-        grid = ex.run(snap.prompt, chat=bool(snap.chat))
-    results = InterpretationSet(prompt=grid.prompt, provenance=dict(grid.provenance))
-    for cell in snap.results.cells:
-        grid.check_cell(cell.layer, cell.token)
-        results.add(cell)
-    with session.lock:
-        session.model, session.edit = snap.model, edit
-        session.new_grid(grid)
-        session.results = results
-        session.settings = dict(snap.settings)
-    registry.budget.touch(session)
-    return View(figure_for(ex, session), details_html(ex, grid, None, None, None), results_table(session),
-                f"Imported {len(snap.results.cells)} results for {html.escape(repr(snap.prompt))} "
-                f"({html.escape(snap.model)}).{html.escape(note)}")
-
-
-def _imported_edit(ex: Explorer, recorded: dict | None):
-    """The control edit a session file carries (checked against the model), and a note for the status."""
-    if not recorded:
-        return None, ""
-    if not recorded.get("safetensors_base64"):
-        return None, (f" The original view had control edit {recorded.get('edit_id')}, which this file does not "
-                      "carry; results are as exported, new readings use the unedited model.")
-    from explorer.core.errors import EditError
-    from explorer.methods.control import Edit
-
-    try:
-        edit = Edit.from_base64(recorded["safetensors_base64"], ex.lm)
-    except EditError as e:
-        raise InputError(f"The session's control edit cannot be restored: {e}") from e
-    if recorded.get("edit_id") not in (None, edit.edit_id):
-        raise InputError("The session's control edit does not match its recorded id; the file is damaged.")
-    return edit, f" Its control edit {edit.edit_id} is applied again."
-
-
-def export_files(ex: Explorer, session: Session) -> tuple[str, str, str]:
-    """CSV, JSON (with provenance) and a standalone HTML figure of the session's results."""
-    import plotly.io as pio
-
-    grid = session.require_grid()
-    results = session.results
-    if results is None or not results.cells:
-        raise InputError("Nothing to download yet: interpret some cells first.")
-    d = session.workdir()
-    csv_path, json_path, html_path = d / "selfie_results.csv", d / "selfie_results.json", d / "selfie_grid.html"
-    results.to_csv(csv_path)
-    results.to_json(json_path, with_provenance=True)
-    fig = explore_figure(grid, ex.lm, results, start=session.column_start)
-    html_path.write_text(pio.to_html(fig, include_plotlyjs=True, full_html=True), encoding="utf-8")
-    return str(csv_path), str(json_path), str(html_path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from explorer.core.data import DATA_DIR
 from explorer.core.errors import InputError
 from explorer.methods.session_io import export_session
-from explorer.ui import explore
+from explorer.ui import edits, explore, grid_view, sharing
 from explorer.ui.session import ModelRegistry, Session
 
 GALLERY_DIR = DATA_DIR / "gallery"
@@ -88,9 +88,11 @@ def find(name: str) -> GalleryEntry:
 
 def open_text(registry: ModelRegistry, session: Session, text: str,
               selected: tuple[int, int] | None = None) -> explore.View:
-    """Restore a saved session from its text and show ``selected`` (or its first reading) in the panel."""
-    view = explore.restore(registry, session, text)
+    """Restore a saved session from its text and show its view's cell, or ``selected``, or its first reading."""
+    view = sharing.restore(registry, session, text)
     results = session.results
+    if selected is None:
+        selected = session.selected
     if selected is None and results is not None and results.cells:
         first = results.cells[0]
         selected = (first.layer, first.token)
@@ -105,25 +107,42 @@ def open_text(registry: ModelRegistry, session: Session, text: str,
 
 def open_entry(registry: ModelRegistry, session: Session, name: str) -> tuple[GalleryEntry, explore.View]:
     """Open an entry into ``session``. The first opening in this process runs the prompt once; later
-    ones reuse that grid and view (grids are shared read-only, readings copied), so they are instant."""
+    ones reuse that grid (grids are shared read-only, readings copied), so they are instant.
+
+    The session keeps what is its own: its concepts, its colour mode (unless it names a concept it no
+    longer has) and its concept steering; the entry brings its prompt, readings, settings and control
+    edit. Under a steering the grid is captured again with it, and the stored readings (made with the
+    entry's model) are shown greyed until their cells are read again.
+    """
     entry = find(name)
-    key = (entry.name, entry.path.stat().st_mtime, session.colour_mode, registry.check_allowed(""))
+    key = (entry.name, entry.path.stat().st_mtime, registry.check_allowed(""))
     with registry.gallery_lock:  # one opening per entry; kept by the registry (bounded), keyed by content
         opened = registry.memo.get(("gallery", *key))
         if opened is None:
-            first = Session(model=session.model, colour_mode=session.colour_mode)
+            first = Session(model=session.model)
             view = open_text(registry, first, entry.path.read_text(encoding="utf-8"), entry.selected)
             opened = (first, view)
             registry.memo.put(("gallery", *key), opened)
             registry.forget_session(first)
     first, view = opened
+    ex = registry.get(first.model)
     with session.lock:
-        session.edit = first.edit
+        session.model = first.model
+        session.set_model_state(session.model_state.with_edit(first.edit), ex.lm)  # type: ignore[arg-type]
         session.new_grid(first.grid)  # type: ignore[arg-type]
         session.results = copy.deepcopy(first.results)
-        session.model, session.selected, session.settings = first.model, first.selected, dict(first.settings)
+        session.selected, session.settings = first.selected, dict(first.settings)
+        session.colour_mode = grid_view.usable_colour_mode(session, session.colour_mode)
+    edits.regrid_if_state_changed(registry, session)
     registry.budget.touch(session)
-    return entry, replace(view, status=f"Gallery: **{entry.title}**. {view.status}")
+    settled = explore.settled_view(registry, session)
+    if settled is not None:
+        view = explore.View(settled.figure, settled.details, settled.table, view.status)
+    status = f"Gallery: **{entry.title}**. {view.status}"
+    if not session.model_state.is_stock and session.concept_steer is not None:
+        status += (f" The grid was captured with {session.model_state.describe()}; the stored readings were made "
+                   "without it and are greyed until you read their cells again.")
+    return entry, replace(view, status=status)
 
 
 def warm(registry: ModelRegistry) -> threading.Thread:
@@ -171,7 +190,7 @@ def save_shared(session: Session, quota: ShareQuota | None = None) -> str:
     quota with the new file; a single view larger than the whole quota is refused with a sentence.
     """
     quota = quota or ShareQuota.from_env()
-    text = export_session(explore.snapshot(session)).encode("utf-8")
+    text = export_session(sharing.snapshot(session)).encode("utf-8")
     if len(text) > quota.max_mb * 2**20:
         raise InputError(f"This view is too large to share from this server ({len(text) / 2**20:.1f} MB; the share "
                          f"limit is {quota.max_mb:g} MB): download it with Share this session instead.")

@@ -10,11 +10,10 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from explorer.api import Explorer
-from explorer.core.errors import InputError
 from explorer.core.grid import Grid
 from explorer.core.hooks import MODEL_VARIANT
 from explorer.methods import geometry as _geometry  # noqa: F401  registers the geometry colour modes
-from explorer.methods.colouring import ColourLayer, colour_layer
+from explorer.methods.colouring import COLOUR_MODES, ColourLayer, colour_choices, colour_layer
 from explorer.methods.lenses import token_identity, token_identity_cached
 from explorer.methods.tracing import CAUSAL_MODE, trace_layer
 from explorer.ui import causal, edits
@@ -65,13 +64,47 @@ def base_layer(ex: Explorer, session: Session, cols: list[int]) -> ColourLayer |
             return None if trace is None else trace_layer(trace, cols)
         concept = None
         if mode.startswith("concept:"):  # a concept of this session (never a global mode)
-            concept = session.concepts.get(mode.partition(":")[2].strip())
-            if concept is None:
-                raise InputError("That concept is no longer in your session: train or load it in the Concepts tab.")
+            concept = session.concepts.get(concept_name(mode))
+            if concept is None:  # no longer in the session: the grid falls back to the default colouring
+                session.colour_mode = mode = DEFAULT_MODE
         key = ("colour_layer", grid.fingerprint(), mode, tuple(cols), MODEL_VARIANT.get(),
                concept.content_id() if concept is not None else None)
         return ex.lm.memo.get_or_compute(
             key, lambda: concept.colour(grid, cols) if concept is not None else colour_layer(mode, grid, ex.lm, cols))
+
+
+DEFAULT_MODE = "logit_lens"
+
+
+def concept_name(mode: str) -> str:
+    return mode.partition(":")[2].strip()
+
+
+def concept_mode(name: str) -> str:
+    return f"concept: {name}"
+
+
+def usable_colour_mode(session: Session, mode: str) -> str:
+    """``mode`` if this session can colour by it (a registered mode, or a concept it holds), else the default."""
+    if mode in COLOUR_MODES or (mode.startswith("concept:") and concept_name(mode) in session.concepts):
+        return mode
+    return DEFAULT_MODE
+
+
+def colour_menu(session: Session) -> list[tuple[str, str]]:
+    """The colour menu of this session: every registered mode, then each concept it has trained or loaded."""
+    return [*colour_choices(), *((f"concept: {name} (probe)", concept_mode(name)) for name in session.concepts)]
+
+
+def colour_help(session: Session) -> str:
+    """One line under the grid saying what the colour means (and its units) for the session's mode."""
+    mode = session.colour_mode
+    if mode.startswith("concept:"):
+        name = concept_name(mode)
+        return (f"**Colour:** P({name}) from the concept's probe at each row, 0 to 1 (purple = the probe sees the "
+                "concept). Rows without a probe stay blank. Read cells are drawn on top by relevancy.")
+    text = COLOUR_MODES[mode].help if mode in COLOUR_MODES else ""
+    return f"**Colour:** {text}" if text else ""
 
 
 def colour_pending(registry: ModelRegistry, session: Session) -> bool:

@@ -30,6 +30,7 @@ from explorer.methods.crossmodel import CrossReader
 from explorer.methods.model_state import ModelState
 from explorer.ui import validate, zerogpu
 from explorer.ui.background import JobSlots
+from explorer.ui.budget import SessionBudget
 
 MODEL_PRESETS = [
     DEFAULT_MODEL,
@@ -272,6 +273,7 @@ class Session:
     edit: object | None = None  # explorer.methods.control.Edit
     concepts: dict = field(default_factory=dict)  # name -> explorer.methods.concepts.Concept
     concept_steer: object | None = None  # explorer.methods.concepts.Steering, applied with the edit
+    steer_since: float | None = None  # when the current concept steering was applied
     reading_list: tuple[str, list] | None = None  # (scope, cells) the side panel lists after a row/column job
     trace_query: tuple[str, str | None] | None = None  # (answer, subject) of the "causal effect" colour mode
     trace: object | None = None  # its explorer.methods.tracing.CausalTrace for the current grid, once computed
@@ -313,10 +315,49 @@ class Session:
     closed: bool = False  # its tab closed: a job finishing late must not give it memory again
 
     def __setattr__(self, name: str, value) -> None:
-        # Every tab assigns ``session.edit`` directly: stamp the time here so the banner can say since when.
-        if name == "edit" and value is not getattr(self, "edit", None):
-            object.__setattr__(self, "edit_since", None if value is None else time.time())
+        # The edit and the steering may be assigned directly (tests, tools): stamp the time here so the
+        # banner can say since when.
+        if name in ("edit", "concept_steer") and value is not getattr(self, name, None):
+            since = "edit_since" if name == "edit" else "steer_since"
+            object.__setattr__(self, since, None if value is None else time.time())
         object.__setattr__(self, name, value)
+
+    def set_model_state(self, state: ModelState, lm=None) -> None:
+        """Replace the session's changes to the model (its edit and its concept steering) in one step;
+        with ``lm`` the variant tag its readings will carry is worked out at once (``current_variant``)."""
+        with self.lock:
+            self.edit = state.edit
+            self.concept_steer = state.steering
+        if lm is not None:
+            self.state_variant(lm)
+
+    def state_variant(self, lm) -> str | None:
+        """The variant tag of the session's current model state on ``lm`` (None: the stock model)."""
+        state = self.model_state
+        cached = self._known_variant(state)
+        if cached is not None:
+            return cached[0]
+        variant = state.variant(lm)
+        object.__setattr__(self, "_variant", (state.edit, state.steering, variant))
+        return variant
+
+    def _known_variant(self, state: ModelState) -> tuple[str | None] | None:
+        """The variant worked out for exactly this state's edit and steering objects, if it was."""
+        cached = getattr(self, "_variant", None)
+        if cached is not None and cached[0] is state.edit and cached[1] is state.steering:
+            return (cached[2],)
+        return None
+
+    def current_variant(self) -> str | None:
+        """The variant new readings of this session are made under, without a model at hand: the one
+        worked out for the current state, else the edit's id (no steering), else the last job's tag."""
+        state = self.model_state
+        cached = self._known_variant(state)
+        if cached is not None:
+            return cached[0]
+        if state.steering is None:
+            return None if state.edit is None else state.edit.edit_id
+        return self.variant_tag
 
     def __deepcopy__(self, memo) -> Session:
         """Gradio deep-copies a state's initial value per user: give each a fresh session (new id,
@@ -325,7 +366,7 @@ class Session:
 
         return Session(model=self.model, grid=self.grid, results=copy.deepcopy(self.results, memo),
                        selected=self.selected, column_start=self.column_start, colour_mode=self.colour_mode,
-                       settings=dict(self.settings), edit=self.edit)
+                       settings=dict(self.settings), edit=self.edit, concept_steer=self.concept_steer)
 
     def new_grid(self, grid: Grid) -> None:
         with self.lock:
@@ -352,6 +393,7 @@ class Session:
         state = self.model_state
         with state.applied(lm) as variant, cache_owner(self.session_id):
             self.variant_tag = variant  # what this session's readings are now made under
+            object.__setattr__(self, "_variant", (state.edit, state.steering, variant))
             zerogpu.remember_state(variant, state)
             yield
 
@@ -377,46 +419,5 @@ class Session:
         self.concepts = {}
         self.concept_steer = None
         self.trace = None
+        object.__setattr__(self, "_variant", None)
         shutil.rmtree(Path(tempfile.gettempdir()) / "selfie-explorer" / self.session_id, ignore_errors=True)
-
-
-class SessionBudget:
-    """A global bound on the memory held by all sessions' grids and results.
-
-    When a new grid would push the total over ``max_bytes``, the grids of the sessions idle the
-    longest are dropped (their users are asked to run their prompt again); the newest is kept.
-    """
-
-    def __init__(self, max_bytes: int):
-        self.max_bytes = int(max_bytes)
-        self._sessions: dict[str, tuple[Session, float]] = {}
-        self._lock = threading.Lock()
-        self.evicted = 0
-
-    def touch(self, session: Session) -> None:
-        if session.closed:
-            return
-        with self._lock:
-            self._sessions[session.session_id] = (session, time.monotonic())
-            total = sum(s.nbytes() for s, _ in self._sessions.values())
-            for _sid, (s, _t) in sorted(self._sessions.items(), key=lambda kv: kv[1][1]):
-                if total <= self.max_bytes:
-                    break
-                if s is session or s.grid is None:
-                    continue
-                total -= s.nbytes()
-                s.grid = None
-                s.results = None
-                self.evicted += 1
-
-    def forget(self, session: Session) -> None:
-        with self._lock:
-            self._sessions.pop(session.session_id, None)
-
-    def snapshot(self) -> list[tuple[Session, float]]:
-        with self._lock:
-            return list(self._sessions.values())
-
-    def total_bytes(self) -> int:
-        with self._lock:
-            return sum(s.nbytes() for s, _ in self._sessions.values())

@@ -54,15 +54,17 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
     ticktext = [token_label(grid.tokens[c], grid.special[c]) for c in cols]
     traces = []
     # Colour bars sit side by side right of the plot; the browser places them in pixels (grid_plot).
-    for layer, show_scale, x_bar in ((base, True, 1.01), (overlay, True, 1.08)):
+    # The base layer hovers on its blank cells too (a row without a value says why); the overlay only on
+    # interpreted cells, so the base's hover shows everywhere else.
+    for layer, on_gaps, x_bar in ((base, True, 1.01), (overlay, False, 1.08)):
         if layer is None:
             continue
         z = np.where(np.isnan(layer.values), None, np.round(layer.values, 4)).tolist()
         traces.append({
             "type": "heatmap", "name": layer.name, "x": cols, "y": rows, "z": z,
-            "zmin": layer.zmin, "zmax": layer.zmax, "colorscale": layer.colorscale,
+            "zmin": layer.zmin, "zmax": layer.zmax, "zauto": False, "colorscale": layer.colorscale,
             "text": layer.hover, "hovertemplate": "%{text}<extra></extra>", "xgap": 1, "ygap": 1,
-            "showscale": show_scale, "hoverongaps": False,
+            "showscale": True, "hoverongaps": on_gaps,
             "colorbar": {"title": {"text": layer.colorbar_title, "side": "right"}, "x": x_bar, "xanchor": "left",
                          "len": 0.9, "thickness": 12},
         })
@@ -87,7 +89,7 @@ def grid_figure(grid: Grid, base: ColourLayer | None, overlay: ColourLayer | Non
         "clickmode": "event",
         "font": {"family": FONT_STACK},
         # Read by the browser to size the figure: at least this many px per column (then it scrolls).
-        "meta": {"sx_min_col_px": MIN_COLUMN_PX, "sx_n_cols": len(cols)},
+        "meta": {"sx_min_col_px": MIN_COLUMN_PX, "sx_n_cols": len(cols), "sx_n_rows": grid.n_rows},
     }
     return {"data": traces, "layout": layout}
 

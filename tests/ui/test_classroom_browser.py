@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ui.conftest import click_cell, run_prompt
+from tests.ui.conftest import click_cell, grid_ready, revision, run_prompt
 from tests.ui.test_explore_browser import screenshot, wait_complete
 
 pytestmark = pytest.mark.browser
@@ -84,8 +84,10 @@ def test_projector_view_enlarges_text_and_grid_labels(gallery_page, warmed):
     size_js = "() => parseFloat(getComputedStyle(document.querySelector('#sx-prompt textarea')).fontSize)"
     tick_js = ("() => parseFloat(getComputedStyle(document.querySelector('#sx-grid .xtick text')).fontSize)")
     before, tick_before = page.evaluate(size_js), page.evaluate(tick_js)
+    rev = revision(page)
     page.click("#sx-projector input")
     page.wait_for_function("() => document.body.classList.contains('sx-projector')", timeout=5_000)
+    grid_ready(page, rev)  # the grid redraws its own text larger
     assert page.evaluate(size_js) == 22.0 and before < 22.0
     assert page.evaluate(tick_js) == 18.0 and tick_before < 18.0
     page.click("#sx-projector input")

@@ -19,6 +19,8 @@ def test_train_colour_and_steer_a_shipped_concept(page):
     page.wait_for_function("() => document.querySelector('#sx-c-readings').innerText.includes('layer')",
                            timeout=120_000)
 
+    # A typed prompt gets its own grid here; the Explore grid is left as it is (this page has none).
+    page.fill("#sx-c-cprompt textarea", "The food was cold and the waiter was rude, but the view was lovely.")
     page.click("#sx-c-colour")
     page.wait_for_function("() => { const gd = document.querySelector('#sx-c-grid .sx-plot');"
                            " return gd && gd.dataset.ready === '1' && gd.data && gd.data.length > 0; }",
@@ -31,6 +33,8 @@ def test_train_colour_and_steer_a_shipped_concept(page):
     z = base["z"][16][-1]
     assert f"P(negative_sentiment) = {z:.3f}" in base["text"][16][-1]
     screenshot(page, "concept_colour.png")
+    assert page.evaluate("() => { const gd = document.querySelector('#sx-grid .sx-plot');"
+                         " return !gd.data || gd.data.length === 0; }")  # Explore untouched
 
     page.click("#sx-c-steer")
     page.wait_for_function("() => document.querySelector('#sx-c-steer-status').innerText.includes('applied to your')",

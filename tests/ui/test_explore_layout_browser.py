@@ -137,8 +137,10 @@ def test_whole_grid_progress_bar_is_beside_its_buttons(browser, app_url):
         assert box is not None and box["height"] > 0
         assert box["y"] >= 0 and box["y"] + box["height"] <= 768  # in view where the button was clicked
         assert 0 < box["y"] - button["y"] < 120  # right under the buttons
+        grid = page.locator("#sx-grid .sx-plot").bounding_box()
+        assert grid is not None and box["y"] + box["height"] <= grid["y"]  # and above the grid
         text = page.inner_text("#sx-job-progress")
-        assert "cells/s" in text and "/ 31 cells" in text  # "Welcome" is one token: 31 layers
+        assert "/ 31 cells read" in text  # "Welcome" is one token: 31 layers
         # The first cells read are the middle layers'.
         page.wait_for_function(f"() => {{ const tr = {PLOT}.data.find(d => d.name === 'relevancy');"
                                " return tr && tr.z.flat().some(v => v !== null); }", timeout=120_000)

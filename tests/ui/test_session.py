@@ -104,7 +104,7 @@ def test_a_shared_session_carries_its_control_edit(tmp_path):
     from explorer.core.errors import InputError
     from explorer.methods.control import TrainSettings, concept_state, supervised_control
     from explorer.methods.session_io import copy_as_python, export_session
-    from explorer.ui.explore import restore, snapshot
+    from explorer.ui.sharing import restore, snapshot
 
     registry = ModelRegistry(AppConfig())
     ex = registry.get("default")

@@ -13,8 +13,9 @@ from explorer.core.hooks import edit_input
 from explorer.interpret.engine import Interpreter, collect
 from explorer.methods.control import Edit, steering_vector
 from explorer.methods.session_io import export_session
-from explorer.ui.explore import interpret_cells, restore, run_prompt, snapshot
+from explorer.ui.explore import interpret_cells, run_prompt
 from explorer.ui.session import AppConfig, ModelRegistry, Session
+from explorer.ui.sharing import restore, snapshot
 
 PROMPT = "The Eiffel Tower is in the city of"
 

@@ -120,8 +120,8 @@ def test_a_valid_session_file_still_imports():
 
 
 def test_imported_prompt_and_model_are_escaped_in_the_status_line():
-    from explorer.ui.explore import restore
     from explorer.ui.session import AppConfig, ModelRegistry, Session
+    from explorer.ui.sharing import restore
 
     registry = ModelRegistry(AppConfig())
     hostile = "<img src=x onerror=alert(1)> tower"

@@ -111,11 +111,12 @@ def validate(data: ConceptData) -> ConceptData:
     if set(data.labels) != {0, 1}:
         raise InputError("The examples have one class only: give prompts with the concept (1) and without it (0).")
     c = data.counts()
-    if min(c["train_pos"], c["train_neg"]) < MIN_PER_SIDE:
-        raise InputError(f"Each side needs at least {MIN_PER_SIDE} training prompts; got {c['train_pos']} with the "
-                         f"concept and {c['train_neg']} without.")
-    if min(c["test_pos"], c["test_neg"]) < 2:
-        raise InputError("The held-out part needs at least 2 prompts per side to score the probes.")
+    if min(c["train_pos"], c["train_neg"]) < MIN_PER_SIDE or min(c["test_pos"], c["test_neg"]) < 2:
+        pos, neg = c["train_pos"] + c["test_pos"], c["train_neg"] + c["test_neg"]
+        raise InputError(f"Each side needs at least {MIN_PER_SIDE} prompts to train on and 2 held out to score the "
+                         f"probes ({MIN_PER_SIDE + 2} per side when every 4th is held out); got {pos} with the "
+                         f"concept ({c['train_pos']} to train, {c['test_pos']} held out) and {neg} without "
+                         f"({c['train_neg']} to train, {c['test_neg']} held out).")
     return data
 
 

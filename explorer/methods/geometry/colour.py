@@ -50,7 +50,7 @@ def _hover(grid: Grid, g: GeometryGrid, cols: list[int]) -> list[list[str]]:
         for c in cols:
             head = f"<b>layer {layer} · {html.escape(repr(grid.tokens[c]))} (pos {c})</b><br>"
             if layer == 0:
-                row.append(head + "embeddings: no block")
+                row.append(head + "row 0 is the embeddings: no block, so no geometry value")
                 continue
             row.append(head + f"block {layer - 1}: MLP neurons on {g.on_fraction[layer, c]:.3f}<br>"
                        f"log boundary distance {g.log_distance[layer, c]:.3f}<br>"
@@ -87,9 +87,16 @@ def intrinsic_dim_layer(grid: Grid, lm: LoadedModel, cols: list[int]) -> ColourL
                        0.0, _range(values)[1], "keys attended")
 
 
+_ROW0 = " Row L shows block L-1; row 0 (the embeddings) has no block and stays blank."
 for _mode in (
-    ColourMode("geometry_on_fraction", "MLP on-fraction (geometry)", on_fraction_layer),
-    ColourMode("geometry_log_distance", "log distance to a region boundary (geometry)", log_distance_layer),
-    ColourMode("geometry_intrinsic_dim", "attention intrinsic dimension (geometry)", intrinsic_dim_layer),
+    ColourMode("geometry_on_fraction", "MLP on-fraction (geometry)", on_fraction_layer,
+               "the share of the block's MLP neurons (its gate, for a gated MLP) that are positive for this token, "
+               "0 to 1." + _ROW0),
+    ColourMode("geometry_log_distance", "log distance to a region boundary (geometry)", log_distance_layer,
+               "the natural log of the distance from the token's MLP input to the nearest neuron's hyperplane, "
+               "min_k |h_k| / ||w_k||, measured in the MLP input's own units (lower = nearer a boundary)." + _ROW0),
+    ColourMode("geometry_intrinsic_dim", "attention intrinsic dimension (geometry)", intrinsic_dim_layer,
+               "how many earlier keys the token attends to with at least 10% of the head's largest weight, summed "
+               "over heads (a count of keys)." + _ROW0),
 ):
     register_colour_mode(_mode)
