@@ -8,7 +8,6 @@ everything a user makes (grid, interpretations, selection, control edit) lives i
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 import threading
 import time
@@ -31,40 +30,9 @@ from explorer.methods.model_state import ModelState
 from explorer.ui import validate, zerogpu
 from explorer.ui.background import JobSlots
 from explorer.ui.budget import SessionBudget
+from explorer.ui.config import MODEL_PRESETS, AppConfig
 
-MODEL_PRESETS = [
-    DEFAULT_MODEL,
-    "HuggingFaceTB/SmolLM2-360M-Instruct",
-    "Qwen/Qwen2.5-0.5B-Instruct",
-    "meta-llama/Llama-3.2-1B-Instruct",
-    "google/gemma-2-2b-it",
-]
-
-
-def _env_list(name: str) -> list[str]:
-    return [p for p in os.environ.get(name, "").split(os.pathsep) if p]
-
-
-@dataclass
-class AppConfig:
-    """Operator settings, from environment variables (documented in the README)."""
-
-    default_model: str = field(default_factory=lambda: os.environ.get("SELFIE_MODEL", DEFAULT_MODEL))
-    allow_any_model: bool = field(default_factory=lambda: os.environ.get("SELFIE_ALLOW_ANY_MODEL", "1") == "1")
-    allowed_model_dirs: list[str] = field(default_factory=lambda: _env_list("SELFIE_MODEL_DIRS"))
-    trust_remote_code: bool = field(default_factory=lambda: os.environ.get("SELFIE_TRUST_REMOTE_CODE") == "1")
-    max_prompt_tokens: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_PROMPT_TOKENS", "512")))
-    max_cells_per_job: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_CELLS", "4096")))
-    job_time_limit_s: float = field(default_factory=lambda: float(os.environ.get("SELFIE_JOB_TIME_LIMIT", "900")))
-    # The engine's best batch (python -m explorer bench: 64 on 2 CPU cores); clicks decode beside it.
-    max_batch: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_BATCH", "64")))
-    public: bool = field(default_factory=lambda: os.environ.get("SELFIE_PUBLIC", "0") == "1")
-    session_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_MEMORY_MB", "2048")))
-    cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_CACHE_MB", "256")))
-    session_cache_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_SESSION_CACHE_MB", "32")))
-    model_memory_mb: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MODEL_MEMORY_MB", "4096")))
-    max_control_jobs: int = field(default_factory=lambda: int(os.environ.get("SELFIE_MAX_CONTROL_JOBS", "2")))
-
+__all__ = ["MODEL_PRESETS", "AppConfig", "ModelRegistry", "Session"]
 
 def _shown(key: str) -> str:
     """A spec as it may appear in a public message: a local path by its last part only."""
@@ -199,19 +167,23 @@ class ModelRegistry:
     def bind(self, session_hash: str | None, session: Session) -> bool:
         """Remember which browser connection a session belongs to, so closing the tab can free it.
 
-        The first binding wins on both sides: a session bound to one connection is never rebound to
-        another, and a connection's session is never replaced by another's. Returns whether
-        ``session`` is (now) the one bound to ``session_hash``.
+        A session bound to one connection is never rebound to another. A connection's session is
+        replaced only while the bound one is still untouched: Gradio may build two sessions for one tab
+        when two of its first events arrive together, and only the one its later events carry must
+        stay bound (else closing the tab would free the unused one and keep the real one). Returns
+        whether ``session`` is (now) the one bound to ``session_hash``.
         """
-        if not session_hash:
+        if not session_hash or session.connection not in (None, session_hash):
             return False
         with self._lock:
             owner = self._by_connection.get(session_hash)
-            if owner is None and session.connection in (None, session_hash):
+            if owner is session:
+                return True
+            if owner is None or owner.untouched():
                 self._by_connection[session_hash] = session
                 session.connection = session_hash
                 return True
-            return owner is session
+            return False
 
     def release(self, session_hash: str | None, session: Session | None) -> Session | None:
         """The tab behind ``session_hash`` closed: stop its jobs and free its grid, readings, edit and
@@ -224,8 +196,14 @@ class ModelRegistry:
         if not session_hash or session is None:
             return None
         with self._lock:
-            if self._by_connection.get(session_hash) is not session or session.connection != session_hash:
+            owner = self._by_connection.get(session_hash)
+            if session.connection not in (None, session_hash) or owner is None:
                 return None
+            if owner is not session:  # the bound one is a twin built in the first events' race: drop it
+                if not owner.untouched():
+                    return None
+                self._by_connection[session_hash] = session
+                session.connection = session_hash
         # Freed first, unbound last: once a session no longer counts as held, it holds nothing.
         self.forget_session(session)
         session.close()
@@ -406,6 +384,12 @@ class Session:
         edit = self.edit.nbytes() if self.edit is not None and hasattr(self.edit, "nbytes") else 0
         return edit + (self.grid.nbytes() if self.grid is not None else 0) + sum(
             c.nbytes() for c in (self.results.cells if self.results else []))
+
+    def untouched(self) -> bool:
+        """Nothing was ever done with this session: no grid, readings, edit, steering, concept or job."""
+        with self.lock:
+            return (self.grid is None and self.results is None and self.edit is None and self.concept_steer is None
+                    and not self.concepts and not self._jobs)
 
     def close(self) -> None:
         """Free what the session holds (called when the user's tab closes)."""

@@ -47,6 +47,25 @@ def test_release_with_another_sessions_hash_is_refused(registry):
     assert a.grid is not None
 
 
+def test_a_twin_built_in_the_first_events_race_gives_way_to_the_real_session(registry):
+    """Gradio may build two sessions for one tab when its first events arrive together; the one its
+    later events carry (the real one) must end up bound, so closing the tab frees it."""
+    held = registry.held_sessions()
+    twin, real = Session(), Session()
+    assert registry.bind("hash-t", twin)  # the page-load event saw the twin
+    run_prompt(registry, real, "default", PROMPT, False)
+    assert registry.bind("hash-t", real)  # Run carries the real session: the untouched twin gives way
+    assert not registry.bind("hash-t", twin)  # and cannot take the connection back from a used session
+    assert registry.release("hash-t", real) is real and real.grid is None
+    assert registry.held_sessions() == held
+    # The twin still bound when the tab closes (the real session never bound itself): the real one is freed.
+    twin2, real2 = Session(), Session()
+    assert registry.bind("hash-u", twin2)
+    run_prompt(registry, real2, "default", PROMPT, False)
+    assert registry.release("hash-u", real2) is real2 and real2.grid is None
+    assert registry.held_sessions() == held
+
+
 def test_a_failed_import_changes_nothing(registry):
     ex = registry.get("default")
     s = Session()
