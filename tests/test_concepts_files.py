@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from explorer.core.errors import InputError
+from explorer.core.models import EMBEDDED_ID
 from explorer.methods.concepts import Concept, load_with_extra
 from explorer.methods.concepts.concept import file_stem
 from explorer.methods.concepts.probe import Probe
 
 D = 576  # the embedded model's state size
-MODEL = "SmolLM2-135M-Instruct"
+MODEL = EMBEDDED_ID  # the id the embedded model reports
 
 
 def _concept(name: str = "neg", layers=(4, 8)) -> Concept:

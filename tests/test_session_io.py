@@ -102,7 +102,7 @@ def test_an_import_checks_token_ids_and_k_against_the_model_it_names(snapshot, l
     import copy
     import json
 
-    from explorer.ui.explore import restore
+    from explorer.ui.sharing import restore
     from explorer.ui.session import AppConfig, ModelRegistry, Session
 
     registry = ModelRegistry(AppConfig())

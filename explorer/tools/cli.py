@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "trace": ("explorer.tools.trace_cmd", "causal tracing: which states of the grid the answer depends on (ROME)"),
     "trace-eval": ("explorer.tools.trace_eval", "mean causal effect by region over the shipped facts the model knows"),
     "loadtest": ("explorer.tools.loadtest", "many concurrent clients against a local app"),
+    "page-time": ("explorer.tools.page_time", "time the page in Chromium at 1366x768: grid drawn, colour switch, Run"),
     "batch": ("explorer.tools.batch", "interpret cells of every prompt in a file into Parquet (resumable, data-parallel)"),
     "gallery": ("explorer.tools.gallery_cmd", "build the gallery of worked examples by running the model, or list it"),
     "serve": ("explorer.tools.cli", "launch the web app"),

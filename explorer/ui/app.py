@@ -41,13 +41,26 @@ CSS = """
 #sx-table th, #sx-table th * { word-break: keep-all; overflow-wrap: normal; hyphens: none; white-space: nowrap; }
 """ + classroom.CSS + EXPLORE_CSS
 
+class FreshSession:
+    """The per-tab state's initial value: Gradio deep-copies it into a tab's state the first time one of
+    its events reads it, and the copy is a new :class:`Session`.
+
+    Not a factory: Gradio gives a callable initial value a page-load event of its own, whose session
+    can replace the one the tab's other first events already used (a twin: the gallery entry drawn into
+    one session, the colour menu and Run reading the other, closing the tab freeing the wrong one).
+    """
+
+    def __init__(self, model: str):
+        self.model = model
+
+    def __deepcopy__(self, memo) -> Session:
+        return Session(model=self.model)
+
+
 def build_app(config: AppConfig | None = None) -> gr.Blocks:
     """The whole app: one builder per tab, over one model registry shared by every session."""
     config = config or AppConfig()
     registry = ModelRegistry(config)
-
-    def new_session() -> Session:
-        return Session(model=config.default_model)
 
     def close_session(s: Session) -> None:
         registry.forget_session(s)
@@ -56,7 +69,8 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
     # Uploaded files and other temporary files older than 15 minutes are deleted every 5 minutes (a handler
     # reads and deletes its upload at once; this cleans what nobody read).
     with gr.Blocks(title="SelfIE Explorer", delete_cache=(300, 900)) as demo:
-        session = gr.State(new_session, time_to_live=3 * 3600, delete_callback=close_session)
+        session = gr.State(None, time_to_live=3 * 3600, delete_callback=close_session)
+        session.value = FreshSession(config.default_model)
         banner, projector, guide_btn = classroom.build_header()
         with gr.Tabs() as tabs:
             with gr.Tab("Explore", id="explore", elem_id="sx-explore-tab"):

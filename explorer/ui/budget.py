@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import TYPE_CHECKING
+from typing import Any
 
-if TYPE_CHECKING:
-    from explorer.ui.session import Session
+Session = Any  # an explorer.ui.session.Session (not imported: that module builds on this one)
 
 
 class SessionBudget:

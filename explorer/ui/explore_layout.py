@@ -137,10 +137,10 @@ def layout_grid(gallery: GalleryWidgets) -> dict:
     with gr.Row(elem_id="sx-main-row"):
         with gr.Column(scale=3, elem_id="sx-grid-col"):
             with gr.Row(elem_id="sx-toolbar", equal_height=True):
-                w["row_btn"] = gr.Button("Interpret row", size="sm", elem_id="sx-row", min_width=110)
-                w["col_btn"] = gr.Button("Interpret column", size="sm", elem_id="sx-col", min_width=130)
-                w["all_btn"] = gr.Button("Interpret whole grid", size="sm", elem_id="sx-all", min_width=150)
-                w["stop_btn"] = gr.Button("Stop", variant="stop", size="sm", elem_id="sx-stop", min_width=60)
+                w["row_btn"] = gr.Button("Interpret row", size="sm", elem_id="sx-row", min_width=110, scale=0)
+                w["col_btn"] = gr.Button("Interpret column", size="sm", elem_id="sx-col", min_width=130, scale=0)
+                w["all_btn"] = gr.Button("Interpret whole grid", size="sm", elem_id="sx-all", min_width=150, scale=0)
+                w["stop_btn"] = gr.Button("Stop", variant="stop", size="sm", elem_id="sx-stop", min_width=60, scale=0)
                 gr.HTML("<span class='sx-inline-label'>Colour by</span>", scale=0, min_width=76, padding=False)
                 # Concepts of the session join the menu when trained (allow_custom_value: the server's check
                 # sees only the registered modes; the handler accepts a concept the session holds).

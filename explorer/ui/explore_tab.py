@@ -216,7 +216,11 @@ def _wire(w: ExploreWidgets, h: ExploreHandlers, session: gr.State) -> None:
     w.page.release(friendly(h.on_page), [w.page, session], [w.grid_plot])
     w.export_btn.click(inline(h.on_export, 4, 3), [session], [w.csv_file, w.json_file, w.html_file, w.status],
                        **private)
-    w.colour.input(**recolour)
+    w.colour.input(**recolour, trigger_mode="always_last")  # only the last choice matters
+    # A shared link describes the view it was made for: once another prompt runs, it goes (and gives the
+    # grid its room back).
+    for trigger in (w.run_btn.click, w.prompt.submit):
+        trigger(lambda: gr.update(visible=False), None, [w.gallery.link], queue=False, **private)
     w.share_btn.click(inline(h.on_share, 2, 1), [session], [w.share_file, w.status], **private)
     w.import_evt = w.import_file.upload(inline(h.on_import, 4, 3), [session, w.import_file], w.interp_outputs,
                                         **private)

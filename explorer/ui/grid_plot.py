@@ -40,10 +40,14 @@ function sized(fig) {
   const s = projector() ? 1.5 : 1;
   const n = Math.max(1, meta.sx_n_cols || 1), minPx = (meta.sx_min_col_px || 22) * s;
   const rows = Math.max(1, meta.sx_n_rows || ((L.yaxis && L.yaxis.range) ? Math.round(L.yaxis.range[1] + 0.5) : 1));
-  const ml = Math.round((m.l || 70) * s), mr = Math.round((m.r || 190) * s);
+  const m0l = m.l || 70, m0r = m.r || 190;
+  const ml = Math.round(m0l * s), mr = Math.round(m0r * s);
   L.margin = Object.assign(m, {l: ml, r: mr, t: Math.round((m.t || 16) * s)});
   const avail = Math.max(320, scroller.clientWidth || element.clientWidth || 800);
-  const colPx = Math.max(minPx, (avail - ml - mr) / n);
+  // In the projector view columns grow with the text: at least s times what the page view would give them
+  // (the grid then scrolls sideways, its layer axis frozen on the left).
+  const plain = (avail - m0l - m0r) / n;
+  const colPx = Math.max(minPx, (avail - ml - mr) / n, s > 1 ? s * plain : 0);
   const width = Math.max(avail, Math.ceil(n * colPx + ml + mr));
   const labels = (L.xaxis && L.xaxis.ticktext) || [];
   const longest = labels.reduce((a, t) => Math.max(a, String(t).length), 1);

@@ -11,6 +11,7 @@ shared batches, so it cannot pass because the users never met.
 from __future__ import annotations
 
 import random
+import re
 import threading
 
 import numpy as np
@@ -158,7 +159,9 @@ def test_many_users_many_variants_random_stops_each_staying_user_gets_the_single
                 if action == "stay":
                     got = {(c.layer, c.token) for c in got_cells if c.complete}
                     assert got == set(cells), (name, "lost cells", set(cells) - got)
-                    assert out["last_status"] == "Done: 3 of 3 cells interpreted."
+                    # (cells another user of the same variant had just read come from the cache: credited)
+                    assert re.fullmatch(r"Done: 3 of 3 cells interpreted( \([0-3] read before\))?\.",
+                                        out["last_status"]), out["last_status"]
                 if action == "stop":
                     assert out["last_status"].startswith(("Stopped", "Done"))
     finally:

@@ -94,6 +94,7 @@ def test_the_chat_wraps_system_text_can_be_hidden(page, app_demo):
     labels = page.evaluate(f"() => {PLOT}.layout.xaxis.ticktext")
     assert x[-1] == n_wrapped - 1 and x[0] > 0
     assert labels[0].strip() == "Paris"  # the view starts at the user's first token
+    page.get_by_text("Interpretation settings").click()  # the switch is among the folded settings
     page.get_by_label("hide the chat template's system text").uncheck()
     page.wait_for_function(f"() => {PLOT}.data[0].x[0] === 0", timeout=30_000)
     assert len(page.evaluate(f"() => {PLOT}.data[0].x")) == n_wrapped

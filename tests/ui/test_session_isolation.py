@@ -173,3 +173,22 @@ def test_edited_steered_and_stock_readings_of_one_cell_at_once(lm):
     assert got["steered"].variant == "steer-elephant"
     cached = ex.interpreter.results.get(ex.interpreter._cell_key(grid, *cell, settings))
     assert cached is not None and cached.generated_ids == ref["stock"].generated_ids and cached.variant is None
+
+
+def test_a_tab_gets_one_session_from_its_first_events():
+    """The per-tab state has no page-load event of its own (a callable initial value would get one, and its
+    session could replace the one the tab's other first events used); each tab's copy is a new session."""
+    import copy
+
+    from explorer.ui.app import build_app
+
+    demo = build_app()
+    states = [b for b in demo.blocks.values() if type(b).__name__ == "State"]
+    assert len(states) == 1
+    state = states[0]
+    assert not callable(state.value)
+    writers = [d for d in demo.config["dependencies"] if state._id in d["outputs"]]
+    assert writers == []  # nothing but the handlers that read it ever sets it
+    a, b = copy.deepcopy(state.value), copy.deepcopy(state.value)
+    assert isinstance(a, Session) and isinstance(b, Session) and a.session_id != b.session_id
+    demo.close()
