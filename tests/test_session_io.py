@@ -102,8 +102,8 @@ def test_an_import_checks_token_ids_and_k_against_the_model_it_names(snapshot, l
     import copy
     import json
 
-    from explorer.ui.sharing import restore
     from explorer.ui.session import AppConfig, ModelRegistry, Session
+    from explorer.ui.sharing import restore
 
     registry = ModelRegistry(AppConfig())
     vocab, n_layers = len(lm.tokenizer), lm.n_layers
