@@ -296,11 +296,25 @@ def test_a_class_demo_at_1366x768_runs_start_to_finish_without_a_reload(browser,
     large = grid_text()
     for key in ("tick", "ytick", "bar", "title", "hover", "height", "col"):
         assert large[key] > small[key] * 1.3, (key, small, large)
-    # Upright labels never run into the axis title below them.
-    title = box(page, "#sx-grid .g-xtitle text")
-    lowest = page.evaluate("() => Math.max(...[...document.querySelectorAll('#sx-grid .xtick text')]"
-                           ".map(t => t.getBoundingClientRect().bottom))")
-    assert lowest <= title["top"]
+    # Upright labels never run into the axis title below them (read once the redraws the new size sets off
+    # have settled: the same positions twice, half a second apart).
+    def label_bottom_and_title_top() -> tuple[float, float]:
+        return tuple(page.evaluate(
+            "() => [Math.max(...[...document.querySelectorAll('#sx-grid .xtick text')]"
+            ".map(t => t.getBoundingClientRect().bottom)),"
+            " document.querySelector('#sx-grid .g-xtitle text').getBoundingClientRect().top]"))
+
+    seen, settled = label_bottom_and_title_top(), False
+    for _ in range(20):
+        page.wait_for_timeout(500)
+        now = label_bottom_and_title_top()
+        if now == seen:
+            settled = True
+            break
+        seen = now
+    assert settled, "the grid kept redrawing"
+    lowest, title_top = seen
+    assert lowest <= title_top
     screenshot(page, "projector.png")
 
     # (10) A 60-token prompt scrolled sideways keeps its layer axis in view.
