@@ -101,10 +101,17 @@ def build_app(config: AppConfig | None = None) -> gr.Blocks:
             registry.release(request.session_hash, _state_of(demo, session, request.session_hash))
 
         demo.unload(on_close)
+        # The tab's session written back as it was read: Gradio then counts the state for its time to live
+        # and its delete callback (a value only read is never registered). Reading creates no twin.
+        demo.load(_same, [session], [session], api_visibility="private", show_progress="hidden")
     install_input_checks(demo)
     demo.sx_registry = registry  # type: ignore[attr-defined]
     demo.sx_config = config  # type: ignore[attr-defined]
     return demo
+
+
+def _same(session: Session) -> Session:
+    return session
 
 
 def _state_of(demo: gr.Blocks, state: gr.State, session_hash: str | None) -> Session | None:

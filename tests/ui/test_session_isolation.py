@@ -188,7 +188,11 @@ def test_a_tab_gets_one_session_from_its_first_events():
     state = states[0]
     assert not callable(state.value)
     writers = [d for d in demo.config["dependencies"] if state._id in d["outputs"]]
-    assert writers == []  # nothing but the handlers that read it ever sets it
+    # Only a handler that read the state writes it (back, as it was: registering it for its time to live).
+    assert len(writers) == 1 and writers[0]["inputs"] == [state._id]
+    fn = demo.fns[writers[0]["id"]].fn
+    sentinel = Session()
+    assert fn(sentinel) is sentinel
     a, b = copy.deepcopy(state.value), copy.deepcopy(state.value)
     assert isinstance(a, Session) and isinstance(b, Session) and a.session_id != b.session_id
     demo.close()
